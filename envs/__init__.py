@@ -1,0 +1,1 @@
+"""Data sources for JEPA pretraining: synthetic moving shapes and real mp4 clips."""

@@ -1,0 +1,1 @@
+"""Ray-based orchestrator that pretrains JEPA models in FLOP-budgeted sweeps."""

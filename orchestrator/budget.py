@@ -1,0 +1,102 @@
+"""FLOPs accounting: every run is charged in measured FLOPs so any two runs compare.
+
+One training step is traced with `torch.utils.flop_counter.FlopCounterMode` on the meta
+device (no memory, no compute, milliseconds even for ViT-H), forward and backward of what
+trains and forward of what is frozen; the trainer multiplies by steps and workers.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from variants.base import DataSpec, Variant
+
+
+class BudgetError(ValueError):
+    pass
+
+
+def meta_batch(spec: DataSpec, batch_size: int) -> dict[str, torch.Tensor]:
+    """A shape-only batch like the dataset's, for tracing."""
+    if spec.kind != "video":
+        raise NotImplementedError(f"no meta batch for data kind {spec.kind!r}")
+    batch = {spec.input_key: torch.empty(batch_size, spec.channels, spec.frames, spec.size, spec.size, device="meta")}
+    for label in spec.num_classes:
+        batch[label] = torch.zeros(batch_size, dtype=torch.long, device="meta")
+    return batch
+
+
+def measure_step_flops(
+    variant_cls: type[Variant], cfg, spec: DataSpec, stage: str, batch_size: int, previous: nn.ModuleDict | None = None
+) -> float:
+    """FLOPs of one optimizer step on one worker (fwd+bwd of trainable, fwd of frozen)."""
+    variant = variant_cls(cfg, spec)  # own instance: tracing must not advance the training mask stream
+    meta_previous = copy.deepcopy(previous).to("meta") if previous is not None else None
+    with torch.device("meta"):
+        modules = variant.build(stage, meta_previous)
+    batch = meta_batch(spec, batch_size)
+    with FlopCounterMode(display=False) as counter:
+        out = variant.step(modules, batch, stage)
+        out["loss"].backward()
+    return float(counter.get_total_flops())
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: str
+    flops_per_step: float  # all workers together
+    steps: int
+
+    @property
+    def flops(self) -> float:
+        return self.flops_per_step * self.steps
+
+
+def plan_stage(stage: str, flops_per_step: float, fraction: float, budget_flops: float | None, budget_steps: int | None) -> StagePlan:
+    """Steps this stage may take: its share of the FLOP budget, capped by the step budget."""
+    candidates = []
+    if budget_flops is not None:
+        share = budget_flops * fraction
+        if share < flops_per_step:
+            raise BudgetError(
+                f"budget.flops={budget_flops:.3g} gives stage {stage!r} {share:.3g} FLOPs, less than one step "
+                f"({flops_per_step:.3g} FLOPs). Fix: raise budget.flops to at least {flops_per_step / fraction:.3g}, "
+                "or shrink train.batch_size / the model"
+            )
+        candidates.append(int(share // flops_per_step))
+    if budget_steps is not None:
+        candidates.append(max(1, math.floor(budget_steps * fraction)))
+    return StagePlan(stage, flops_per_step, min(candidates))
+
+
+def plan_run(variant_cls: type[Variant], cfg, spec: DataSpec) -> list[StagePlan]:
+    """Plan every stage of a run before it starts (also how budgets are validated)."""
+    world = int(cfg.train.num_workers)
+    plans, previous = [], None
+    variant = variant_cls(cfg, spec)
+    for stage in variant_cls.stages:
+        per_worker = measure_step_flops(variant_cls, cfg, spec, stage, int(cfg.train.batch_size), previous)
+        plans.append(plan_stage(stage, per_worker * world, variant.stage_fraction(stage), cfg.budget.flops, cfg.budget.steps))
+        with torch.device("meta"):
+            previous = variant.build(stage, previous)
+    return plans
+
+
+def measure_bf16_peak(device: torch.device, n: int = 8192, iters: int = 20) -> float:
+    """Achieved bf16 matmul FLOP/s on this accelerator: the denominator of MFU."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * n**3 * iters / (time.perf_counter() - start)

@@ -1,0 +1,173 @@
+"""`jepa`: run, sweep, report, data, variants. Thin: parses arguments and delegates."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from orchestrator.budget import BudgetError
+    from orchestrator.config import ConfigError
+    from orchestrator.registry import UnknownNameError
+    from orchestrator.sweep import SweepError
+
+    return (ConfigError, SweepError, BudgetError, UnknownNameError, FileNotFoundError)
+
+
+def _abs_storage(storage: str) -> str:
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+
+
+def cmd_variants(args) -> int:
+    from orchestrator import registry
+
+    table = Table("variant", "stages", "hyper-parameters (variant.*)")
+    for name, cls in sorted(registry.variants().items()):
+        fields = ", ".join(f for f in cls.Config.__dataclass_fields__ if f != "name")
+        table.add_row(name, ", ".join(cls.stages), fields)
+    Console().print(table)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from omegaconf import OmegaConf
+
+    from orchestrator.config import compose_run
+    from orchestrator.train import describe_plan, launch
+
+    overrides = list(args.overrides)
+    if not any(o.startswith("storage=") for o in overrides):
+        overrides.append(f"storage={_abs_storage('runs')}")
+    cfg = compose_run(overrides)
+    if args.cfg:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    console.print(f"[bold]plan[/]: {describe_plan(cfg)}")
+    run_id = args.run_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    _init_ray(args.address)
+    metrics = launch(cfg, run_id)
+    keys = [k for k in ("step", "flops_total", "loss", "probe_acc", "probe_acc_shape", "probe_acc_motion") if k in metrics]
+    console.print(f"[green]run {run_id} finished[/]: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys))
+    console.print(f"results: {cfg.storage}/{cfg.sweep}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from orchestrator.report import write_report
+    from orchestrator.sweep import load_sweep, run_sweep
+
+    storage = _abs_storage(args.storage)
+    overrides = list(args.overrides) + [f"storage={storage}"]
+    sweep = load_sweep(args.file, overrides, smoke=args.smoke)
+    console.print(f"[bold]sweep {sweep.name}[/]: {sweep.grid_size} trial(s) validated from {sweep.source}")
+    _init_ray(args.address)
+    start = time.perf_counter()
+    grid = run_sweep(sweep, storage, resume=args.resume)
+    failed = [r for r in grid if r.error is not None]
+    console.print(f"sweep {sweep.name}: {len(grid) - len(failed)} finished, {len(failed)} failed in {time.perf_counter() - start:.0f}s")
+    for result in failed:
+        console.print(f"[red]failed[/] {result.path}: {str(result.error).strip().splitlines()[-1][:300]}")
+    report = write_report(storage, sweep.name)
+    console.print(f"report: {report}")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from orchestrator.report import write_report
+
+    path = write_report(_abs_storage(args.storage), args.sweep, x=args.x, y=args.y, group=args.group)
+    console.print(f"report: {path}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from orchestrator import registry
+    from orchestrator.config import compose_run
+
+    if args.action == "list":
+        table = Table("dataset", "what it is")
+        for name, entry in sorted(registry.datasets().items()):
+            table.add_row(name, entry.describe)
+        Console().print(table)
+        return 0
+    if not args.name:
+        raise SystemExit("jepa data make NAME [key=value ...]: name a dataset (see `jepa data list`)")
+    registry.dataset(args.name)
+    cfg = compose_run([f"data={args.name}", "budget.steps=1", *[f"data.{o}" for o in args.overrides]])
+    start = time.perf_counter()
+    path = registry.dataset(args.name).prepare(cfg.data)
+    console.print(f"{args.name}: {path} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jepa", description="Pretrain and compare JEPA variants on Ray, charged in FLOPs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("variants", help="list registered variants")
+    p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("run", help="train one config (Hydra overrides, e.g. variant=vjepa budget.flops=2e12)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+    p.add_argument("--run-id", default=None, help="name of the run (same name resumes from its last checkpoint)")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a new local Ray)")
+    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="run a sweep file through Ray Tune, then write its report")
+    p.add_argument("file")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every trial's base config")
+    p.add_argument("--smoke", action="store_true", help="apply the file's smoke: section (a minutes-long version)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    p.add_argument("--storage", default="runs", help="results root (path or pyarrow URI), default ./runs")
+    p.add_argument("--address", default=None)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="write runs/<sweep>/report.md and plots (no Ray needed)")
+    p.add_argument("sweep")
+    p.add_argument("--storage", default="runs")
+    p.add_argument("--x", default=None)
+    p.add_argument("--y", default=None)
+    p.add_argument("--group", default=None)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("data", help="make or list datasets (all generated locally)")
+    p.add_argument("action", choices=["make", "list"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("overrides", nargs="*", help="dataset keys, e.g. num_train=4096 size=64")
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    try:
+        return args.func(args)
+    except _user_errors() as err:
+        console.print(f"[red]error:[/] {err}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

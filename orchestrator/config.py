@@ -1,0 +1,196 @@
+"""Run configuration: Hydra structured configs, composed from groups and overrides.
+
+`compose_run(["variant=vjepa", "budget.flops=2e12"])` is the one way a run config is made,
+whether from the command line, a sweep file or a Tune trial, so every path validates alike.
+Groups: `variant` (one node per registered variant), `data` (one per dataset), `model`
+(ViT sizes). Errors name the key and the fix.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra import compose, initialize
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException, HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from orchestrator import registry
+from variants.nn.vit import VIT_SIZES
+
+
+class ConfigError(ValueError):
+    """A config problem the user can fix; the message names the key and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vit_tiny"
+    dim: int = 192
+    depth: int = 12
+    heads: int = 3
+    patch: int = 8
+    tubelet: int = 2
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr_frac: float = 0.01  # cosine floor as a fraction of lr
+    warmup_frac: float = 0.1
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4  # cosine ramp, as in I-JEPA
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.0  # 0 = off
+
+
+@dataclass
+class BudgetConfig:
+    flops: float | None = None  # stop once this many training FLOPs are spent (all workers)
+    steps: int | None = None  # or after this many optimizer steps, whichever comes first
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    batch_size: int = 16  # per worker
+    precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU; or fp32 / bf16
+    compile: bool = False
+    checkpoint_every: int = 50
+    log_every: int = 10
+    eval_every: int = 0  # 0 = evaluate once, at the end
+    inline: str = "auto"  # run a one-worker trial inside the Tune trial process (no worker group)
+    max_failures: int = 0
+
+
+@dataclass
+class EvalConfig:
+    probe: str = "attentive"  # or linear
+    epochs: int = 15
+    lr: float = 1e-3
+    train_clips: int = 1024
+    val_clips: int = 512
+
+
+@dataclass
+class RunConfig:
+    defaults: list[Any] = field(default_factory=lambda: [{"variant": "vjepa"}, {"data": "moving_shapes"}, {"model": "vit_tiny"}, "_self_"])
+    variant: Any = MISSING
+    data: Any = MISSING
+    model: ModelConfig = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    name: str = "run"
+    sweep: str = "adhoc"
+    storage: str = "runs"  # results root: a path or a pyarrow filesystem URI
+
+
+GROUPS = ("variant", "data", "model")
+
+
+def _register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run", node=RunConfig)
+    for name, (dim, depth, heads) in VIT_SIZES.items():
+        cs.store(group="model", name=name, node=ModelConfig(name=name, dim=dim, depth=depth, heads=heads))
+    for name, cls in registry.variants().items():
+        cs.store(group="variant", name=name, node=cls.Config)
+    for name, entry in registry.datasets().items():
+        cs.store(group="data", name=name, node=entry.config_class)
+
+
+def compose_run(overrides: list[str] | tuple[str, ...] = (), source: str = "command line") -> DictConfig:
+    """Compose and validate a run config; `source` names where the overrides came from."""
+    _register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize(version_base=None, config_path=None):
+            cfg = compose(config_name="run", overrides=list(overrides))
+    except (ConfigCompositionException, HydraException) as err:
+        raise ConfigError(_explain_hydra_error(err, source)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    validate_run(cfg, source)
+    return cfg
+
+
+def _explain_hydra_error(err: Exception, source: str) -> str:
+    msg = str(err)
+    cause = err.__cause__ or err.__context__
+    if cause is not None and str(cause) not in msg:
+        msg = f"{msg}: {cause}"
+    msg = msg.split("Config search path")[0]
+    msg = " ".join(line.strip() for line in msg.splitlines() if line.strip() and not line.strip().startswith(("full_key", "object_type")))
+    if "Could not find" in msg or "Available options" in msg:
+        hint = "Fix: pick one of the available options (`jepa variants`, `jepa data list` list them)"
+    else:
+        hint = "Fix: check the key's spelling; `jepa run --cfg budget.steps=1` prints every key"
+    return f"{source}: {msg.rstrip('. ')}. {hint}."
+
+
+def validate_run(cfg: DictConfig, source: str = "command line") -> None:
+    """Checks Hydra cannot express: budgets, sizes that must divide, known choices."""
+    def fail(key: str, problem: str, fix: str) -> None:
+        raise ConfigError(f"{source}: `{key}` {problem}. Fix: {fix}.")
+
+    b = cfg.budget
+    if b.flops is None and b.steps is None:
+        fail("budget", "sets neither flops nor steps", "add budget.flops=<number> or budget.steps=<int>")
+    if b.flops is not None and not (math.isfinite(b.flops) and b.flops > 0):
+        fail("budget.flops", f"is {b.flops}", "use a positive number such as 2e12")
+    if b.steps is not None and b.steps < 1:
+        fail("budget.steps", f"is {b.steps}", "use a positive integer")
+    if cfg.train.num_workers < 1:
+        fail("train.num_workers", f"is {cfg.train.num_workers}", "use 1 or more")
+    if cfg.train.batch_size < 2:
+        fail("train.batch_size", f"is {cfg.train.batch_size}", "use at least 2 clips per worker")
+    if cfg.train.precision not in ("auto", "fp32", "bf16"):
+        fail("train.precision", f"is {cfg.train.precision!r}", "use auto, fp32 or bf16")
+    if cfg.train.inline not in ("auto", "always", "never"):
+        fail("train.inline", f"is {cfg.train.inline!r}", "use auto, always or never")
+    if cfg.eval.probe not in ("attentive", "linear"):
+        fail("eval.probe", f"is {cfg.eval.probe!r}", "use attentive or linear")
+    m = cfg.model
+    if m.dim % m.heads:
+        fail("model.heads", f"({m.heads}) does not divide model.dim ({m.dim})", "pick heads that divide dim")
+    frames, size = cfg.data.get("frames"), cfg.data.get("size")
+    if frames is not None and frames % m.tubelet:
+        fail("model.tubelet", f"({m.tubelet}) does not divide data.frames ({frames})", "change one of them")
+    if size is not None and size % m.patch:
+        fail("model.patch", f"({m.patch}) does not divide data.size ({size})", "change one of them")
+    registry.variant(cfg.variant.name).validate_config(cfg, fail)
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """A JSON-able dict (what travels to Ray workers and into the results store)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("defaults", None)
+    return plain
+
+
+def from_plain(plain: dict) -> DictConfig:
+    return OmegaConf.create(plain)
+
+
+def format_override(key: str, value: Any) -> str:
+    """key=value in Hydra's override grammar (strings quoted when they need it)."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ",".join(format_override("x", v)[2:] for v in value) + "]"
+    elif isinstance(value, str) and not value.replace("_", "").replace("-", "").replace(".", "").replace("/", "").isalnum():
+        text = "'" + value.replace("'", "\\'") + "'"
+    else:
+        text = str(value)
+    return f"{key}={text}"

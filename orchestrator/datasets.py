@@ -1,0 +1,108 @@
+"""Built-in dataset entries: generated moving shapes and user mp4 folders (V-JEPA CSV)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from envs import video
+from orchestrator.registry import DatasetEntry
+from variants.base import DataSpec
+
+
+class MissingDatasetError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class MovingShapesData:
+    name: str = "moving_shapes"
+    num_train: int = 2048
+    num_val: int = 512
+    frames: int = 8
+    size: int = 32
+    num_distractors: int = 2
+    speed_min: float = 0.04
+    speed_max: float = 0.12
+    seed: int = 0
+    root: str | None = None  # default: $JEPA_DATA or the user cache dir
+
+
+def _shapes_config(cfg) -> video.MovingShapesConfig:
+    fields = {f.name for f in dataclasses.fields(video.MovingShapesConfig)}
+    return video.MovingShapesConfig(**{k: cfg[k] for k in fields if k in cfg})
+
+
+def _root(cfg) -> Path | None:
+    return Path(cfg.root) if cfg.get("root") else None
+
+
+def prepare_moving_shapes(cfg) -> str:
+    return str(video.ensure_moving_shapes(_shapes_config(cfg), _root(cfg)))
+
+
+def load_moving_shapes(cfg, split: str) -> video.VideoClips:
+    path = video.ensure_moving_shapes(_shapes_config(cfg), _root(cfg))
+    return video.VideoClips(video.load_moving_shapes(path, split))
+
+
+def moving_shapes_spec(cfg) -> DataSpec:
+    return DataSpec(
+        kind="video",
+        frames=cfg.frames,
+        size=cfg.size,
+        channels=3,
+        num_classes={"shape": len(video.SHAPE_CLASSES), "motion": video.NUM_DIRECTIONS},
+    )
+
+
+@dataclass
+class VideoCsvData:
+    """Real clips listed V-JEPA style: one `path label` line per video."""
+
+    name: str = "video_csv"
+    train_csv: str = "???"
+    val_csv: str = "???"
+    num_classes: int = 2
+    frames: int = 8
+    size: int = 32
+    frame_step: int = 1
+
+
+def prepare_video_csv(cfg) -> str:
+    for key in ("train_csv", "val_csv"):
+        if not Path(cfg[key]).is_file():
+            raise MissingDatasetError(
+                f"data.{key}: no such file {cfg[key]!r}. Fix: point data.{key} at a CSV of `path label` lines"
+            )
+    return str(Path(cfg.train_csv).parent)
+
+
+def load_video_csv(cfg, split: str) -> video.Mp4Clips:
+    prepare_video_csv(cfg)
+    return video.Mp4Clips(cfg[f"{split}_csv"], frames=cfg.frames, size=cfg.size, frame_step=cfg.frame_step)
+
+
+def video_csv_spec(cfg) -> DataSpec:
+    return DataSpec(kind="video", frames=cfg.frames, size=cfg.size, channels=3, num_classes={"label": cfg.num_classes})
+
+
+def builtin_datasets() -> list[DatasetEntry]:
+    return [
+        DatasetEntry(
+            "moving_shapes",
+            MovingShapesData,
+            "generated clips: a moving target among static distractors; labels shape (4) and motion direction (8)",
+            prepare_moving_shapes,
+            moving_shapes_spec,
+            load_moving_shapes,
+        ),
+        DatasetEntry(
+            "video_csv",
+            VideoCsvData,
+            "your mp4 files listed in train/val CSVs (`path label` per line), decoded with PyAV",
+            prepare_video_csv,
+            video_csv_spec,
+            load_video_csv,
+        ),
+    ]

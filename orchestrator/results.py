@@ -1,0 +1,316 @@
+"""Results store: append-only Parquet event and metric files per sweep.
+
+Every trial on every node writes its own small, uniquely named files, so no two
+writers ever touch the same file and no locking is needed. Readers reconstruct
+the current state (latest event per run) from all files of a sweep.
+
+Layout under the root::
+
+    <root>/<sweep>/sweep.yaml
+    <root>/<sweep>/runs/<run_id>-<time_ns>-<uuid8>.parquet      run events
+    <root>/<sweep>/metrics/<run_id>-<time_ns>-<uuid8>.parquet   metric rows
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import subprocess
+import threading
+import time
+import uuid
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import yaml
+
+ADHOC_SWEEP = "adhoc"
+RUN_STATUSES = ("running", "finished", "failed", "stopped")
+
+RUN_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("sweep", pa.string()),
+        ("variant", pa.string()),
+        ("stage", pa.string()),
+        ("config", pa.string()),
+        ("git_sha", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("started_at", pa.float64()),
+        ("updated_at", pa.float64()),
+    ]
+)
+
+METRIC_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("step", pa.int64()),
+        ("flops", pa.float64()),
+        ("wall_s", pa.float64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
+_FILENAME_COLUMN = "__filename"
+
+_clock_lock = threading.Lock()
+_last_event_time = 0.0
+
+
+def git_sha() -> str:
+    """Commit of the working directory, so every run is traceable to code."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = done.stdout.strip()
+    return sha if done.returncode == 0 and sha else "unknown"
+
+
+def _event_time() -> float:
+    """Wall clock that never repeats in this process, so event order is total."""
+    global _last_event_time
+    with _clock_lock:
+        now = max(time.time(), _last_event_time + 1e-6)
+        _last_event_time = now
+        return now
+
+
+def _safe_filename_part(text: str) -> str:
+    """Run ids become file names: keep them flat and never hidden."""
+    safe = _UNSAFE_FILENAME_CHARS.sub("_", text) or "run"
+    return "_" + safe[1:] if safe.startswith(".") else safe
+
+
+def _unique_file_name(run_id: str) -> str:
+    """Name that no other writer on any node can produce."""
+    return f"{_safe_filename_part(run_id)}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _resolve_sweep(sweep: str | None) -> str:
+    """Runs outside a sweep go to "adhoc"; names must be one visible path segment."""
+    name = sweep or ADHOC_SWEEP
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"invalid sweep name {name!r}: use one path segment not starting with '.'")
+    return name
+
+
+def _validate_status(status: str) -> None:
+    if status not in RUN_STATUSES:
+        raise ValueError(f"invalid run status {status!r}; allowed: {', '.join(RUN_STATUSES)}")
+
+
+def _metric_row(run_id: str, row: dict) -> dict:
+    """Coerce one metric row (numpy scalars, ints) to the stored types."""
+    missing = {"step", "flops", "wall_s", "metric", "value"} - row.keys()
+    if missing:
+        raise KeyError(f"metric row is missing {sorted(missing)}: {row!r}")
+    value = row["value"]
+    return {
+        "run_id": run_id,
+        "step": int(row["step"]),
+        "flops": float(row["flops"]),
+        "wall_s": float(row["wall_s"]),
+        "metric": str(row["metric"]),
+        "value": None if value is None else float(value),
+    }
+
+
+def _latest_events(events: pl.DataFrame) -> pl.DataFrame:
+    """Latest event per run; started_at is the earliest one any event recorded."""
+    first_start = events.group_by("run_id").agg(pl.col("started_at").min())
+    latest = (
+        events.sort(["updated_at", _FILENAME_COLUMN])
+        .unique(subset="run_id", keep="last", maintain_order=True)
+        .drop("started_at", _FILENAME_COLUMN)
+        .join(first_start, on="run_id", how="left")
+    )
+    return latest.select(RUN_SCHEMA.names).sort(["started_at", "run_id"])
+
+
+class ResultsStore:
+    """Append-only run/metric store on a local path or any pyarrow filesystem URI."""
+
+    def __init__(self, root: str | os.PathLike):
+        root_text = os.fspath(root)
+        if "://" in root_text:
+            self.fs, base = pafs.FileSystem.from_uri(root_text)
+            self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+            self._display_root = root_text.rstrip("/")
+        else:
+            self.fs = pafs.LocalFileSystem()
+            base = os.path.abspath(os.path.expanduser(root_text))
+            self.is_local = True
+            self._display_root = base
+        self.root = base.rstrip("/") or "/"
+        self._git_sha: str | None = None
+        self._started_at: dict[str, float] = {}
+
+    # ---- paths -------------------------------------------------------------
+
+    def _path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def sweep_dir(self, sweep: str) -> str:
+        """Location of a sweep: a plain path for local roots, else a URI."""
+        name = _resolve_sweep(sweep)
+        if self.is_local:
+            return self._path(name)
+        return f"{self._display_root}/{name}"
+
+    # ---- atomic writes -----------------------------------------------------
+
+    def _write_atomically(self, directory: str, name: str, write) -> None:
+        """Write under a hidden temp name, then rename: readers never see partial files."""
+        self.fs.create_dir(directory, recursive=True)
+        temp_path = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with self.fs.open_output_stream(temp_path) as stream:
+                write(stream)
+            self.fs.move(temp_path, f"{directory}/{name}")
+        except BaseException:
+            self._remove_quietly(temp_path)
+            raise
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self.fs.delete_file(path)
+        except (OSError, FileNotFoundError):
+            pass
+
+    def _write_table(self, directory: str, run_id: str, table: pa.Table) -> None:
+        self._write_atomically(
+            directory, _unique_file_name(run_id), lambda stream: pq.write_table(table, stream)
+        )
+
+    # ---- writes ------------------------------------------------------------
+
+    def record_run(
+        self,
+        run_id: str,
+        *,
+        sweep: str,
+        variant: str,
+        stage: str,
+        config: dict,
+        status: str,
+        error: str | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        """Append one status event for a run; the newest event is its current state."""
+        _validate_status(status)
+        sweep_name = _resolve_sweep(sweep)
+        now = _event_time()
+        if started_at is None:
+            started_at = self._started_at.setdefault(run_id, now)
+        else:
+            self._started_at[run_id] = started_at
+        if self._git_sha is None:
+            self._git_sha = git_sha()
+        event = {
+            "run_id": run_id,
+            "sweep": sweep_name,
+            "variant": variant,
+            "stage": stage,
+            "config": json.dumps(config, sort_keys=True, default=str),
+            "git_sha": self._git_sha,
+            "status": status,
+            "error": error,
+            "started_at": float(started_at),
+            "updated_at": now,
+        }
+        table = pa.Table.from_pylist([event], schema=RUN_SCHEMA)
+        self._write_table(self._path(sweep_name, "runs"), run_id, table)
+
+    def append_metrics(self, run_id: str, sweep: str, rows: list[dict]) -> None:
+        """Append metric rows (step, flops, wall_s, metric, value) as one new file."""
+        if not rows:
+            return
+        sweep_name = _resolve_sweep(sweep)
+        table = pa.Table.from_pylist([_metric_row(run_id, row) for row in rows], schema=METRIC_SCHEMA)
+        self._write_table(self._path(sweep_name, "metrics"), run_id, table)
+
+    def save_sweep_spec(self, sweep: str, spec: dict) -> None:
+        """Keep the sweep definition beside its results, so reports can reuse it."""
+        sweep_name = _resolve_sweep(sweep)
+        text = yaml.safe_dump(spec, sort_keys=False).encode()
+        self._write_atomically(self._path(sweep_name), "sweep.yaml", lambda stream: stream.write(text))
+
+    # ---- reads -------------------------------------------------------------
+
+    def sweeps(self) -> list[str]:
+        """Names of the sweeps present under the root."""
+        selector = pafs.FileSelector(self.root, allow_not_found=True, recursive=False)
+        infos = self.fs.get_file_info(selector)
+        return sorted(
+            info.base_name
+            for info in infos
+            if info.type == pafs.FileType.Directory and not info.base_name.startswith(".")
+        )
+
+    def load_sweep_spec(self, sweep: str) -> dict | None:
+        """The spec saved by save_sweep_spec, or None if the sweep has none."""
+        path = self._path(_resolve_sweep(sweep), "sweep.yaml")
+        if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        with self.fs.open_input_stream(path) as stream:
+            return yaml.safe_load(stream.read().decode()) or {}
+
+    def _data_files(self, kind: str, sweep: str | None, run_id: str | None = None) -> list[str]:
+        """Visible parquet files of one kind; a run id narrows by file-name prefix."""
+        sweep_names = [_resolve_sweep(sweep)] if sweep is not None else self.sweeps()
+        prefix = f"{_safe_filename_part(run_id)}-" if run_id is not None else ""
+        files: list[str] = []
+        for name in sweep_names:
+            selector = pafs.FileSelector(self._path(name, kind), allow_not_found=True)
+            for info in self.fs.get_file_info(selector):
+                base = info.base_name
+                if (
+                    info.type == pafs.FileType.File
+                    and base.endswith(".parquet")
+                    and not base.startswith((".", "_"))
+                    and base.startswith(prefix)
+                ):
+                    files.append(info.path)
+        return sorted(files)
+
+    def _read(
+        self, files: list[str], schema: pa.Schema, row_filter: pc.Expression | None, with_filename: bool
+    ) -> pa.Table:
+        """Read many small files in parallel with one dataset scan."""
+        columns = schema.names + ([_FILENAME_COLUMN] if with_filename else [])
+        if not files:
+            empty = schema.empty_table()
+            return empty.append_column(_FILENAME_COLUMN, pa.array([], pa.string())) if with_filename else empty
+        dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
+        return dataset.to_table(columns=columns, filter=row_filter)
+
+    def runs(self, sweep: str | None = None) -> pl.DataFrame:
+        """Latest event per run_id (all sweeps when sweep is None)."""
+        table = self._read(self._data_files("runs", sweep), RUN_SCHEMA, None, with_filename=True)
+        events = pl.from_arrow(table)
+        if events.height == 0:
+            return pl.from_arrow(RUN_SCHEMA.empty_table())
+        return _latest_events(events)
+
+    def metrics(self, sweep: str | None = None, run_id: str | None = None) -> pl.DataFrame:
+        """Metric rows in long format, optionally for one run, ordered by run and step."""
+        row_filter = pc.field("run_id") == run_id if run_id is not None else None
+        files = self._data_files("metrics", sweep, run_id)
+        frame = pl.from_arrow(self._read(files, METRIC_SCHEMA, row_filter, with_filename=False))
+        return frame.sort(["run_id", "step"], maintain_order=True)
+

@@ -1,0 +1,321 @@
+"""Sweep files -> Ray Tune.
+
+A sweep file names a base run, a search space over config paths, the search algorithm,
+an optional scheduler (ASHA on FLOPs spent), per-trial resources and what to report.
+Everything is validated before the first trial starts; every error names the file, the
+key and the fix. Each trial composes its run config with the same Hydra path as `jepa run`.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator import registry
+from orchestrator.budget import BudgetError, plan_run
+from orchestrator.config import GROUPS, ConfigError, compose_run, format_override
+
+TOP_KEYS = {"name", "description", "base", "space", "search", "scheduler", "resources", "report", "smoke"}
+SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
+ALGORITHMS = {"grid", "random", "optuna"}
+RESOURCE_KEYS = {"workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent_trials"}
+SCHEDULER_KEYS = {"name", "time_attr", "metric", "mode", "max_t", "grace_period", "reduction_factor"}
+
+
+class SweepError(ValueError):
+    pass
+
+
+@dataclass
+class Sweep:
+    """A validated sweep file."""
+
+    name: str
+    source: str
+    base: list[str]  # Hydra overrides
+    space: dict[str, Any]  # config path -> list (grid) or {sampler: args}
+    search: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    resources: dict[str, Any]
+    report: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def grid_size(self) -> int:
+        n = 1
+        for values in self.space.values():
+            if isinstance(values, list):
+                n *= len(values)
+        return n * int(self.search["num_samples"])
+
+
+def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool = False) -> Sweep:
+    """Read, merge the smoke section / command-line overrides, and validate in full."""
+    source = str(path)
+    raw = _read_yaml(Path(path))
+    _check_keys(raw, TOP_KEYS, source, "top level")
+    if smoke:
+        if "smoke" not in raw:
+            raise SweepError(f"{source}: --smoke given but the file has no `smoke:` section. Fix: add one or drop --smoke")
+        _check_keys(raw["smoke"], {"base", "space", "search"}, source, "smoke")
+        for part in ("base", "space", "search"):
+            raw.setdefault(part, {})
+            raw[part] = {**(raw[part] or {}), **(raw["smoke"].get(part) or {})}
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SweepError(f"{source}: `name` must be a word of letters, digits, _ . - (got {name!r}). Fix: name: my_sweep")
+    base = _base_overrides(raw.get("base") or {}, source) + list(overrides)
+    space = _check_space(raw.get("space") or {}, source)
+    search = _check_search(raw.get("search") or {}, space, source)
+    resources = _check_resources(raw.get("resources") or {}, source)
+    scheduler = _check_scheduler(raw.get("scheduler"), search, source)
+    report = raw.get("report") or {}
+    if not isinstance(report, dict):
+        raise SweepError(f"{source}: `report` must be a mapping with x, y, group. Fix: report: {{x: flops_total, y: probe_acc}}")
+    sweep = Sweep(name, source, base, space, search, scheduler, resources, report, raw)
+    _check_trials(sweep)
+    return sweep
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise SweepError(f"{path}: no such sweep file. Fix: check the path (sweeps/ holds the shipped ones)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SweepError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)}). Fix: correct the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: a sweep file must be a YAML mapping with name, base, space. Fix: see sweeps/quickstart.yaml")
+    return data
+
+
+def _check_keys(section: Any, allowed: set[str], source: str, where: str) -> None:
+    if not isinstance(section, dict):
+        raise SweepError(f"{source}: `{where}` must be a mapping. Fix: use `key: value` lines")
+    unknown = set(section) - allowed
+    if unknown:
+        raise SweepError(f"{source}: unknown key(s) {sorted(unknown)} in {where}. Fix: use only {sorted(allowed)}")
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path not in GROUPS:
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _base_overrides(base: dict, source: str) -> list[str]:
+    if not isinstance(base, dict):
+        raise SweepError(f"{source}: `base` must be a mapping of config keys. Fix: base: {{variant: vjepa, model: vit_tiny}}")
+    return [format_override(k, v) for k, v in _flatten(base).items()]
+
+
+def _check_space(space: dict, source: str) -> dict[str, Any]:
+    if not isinstance(space, dict):
+        raise SweepError(f"{source}: `space` must map config keys to lists or samplers. Fix: space: {{optim.lr: [1e-3, 3e-4]}}")
+    checked = {}
+    for key, values in space.items():
+        where = f"space.{key}"
+        if isinstance(values, list):
+            if not values:
+                raise SweepError(f"{source}: `{where}` is an empty list. Fix: give at least one value")
+        elif isinstance(values, dict) and len(values) == 1:
+            (sampler, args), = values.items()
+            arity = SAMPLERS.get(sampler, -1)
+            if arity == -1:
+                raise SweepError(f"{source}: `{where}` uses unknown sampler {sampler!r}. Fix: use one of {sorted(SAMPLERS)}")
+            if not isinstance(args, list) or (arity and len(args) != arity) or not args:
+                raise SweepError(f"{source}: `{where}.{sampler}` needs a list of {arity or 'one or more'} values. Fix: {sampler}: [low, high]")
+            if arity and not (isinstance(args[0], (int, float)) and isinstance(args[1], (int, float)) and args[0] < args[1]):
+                raise SweepError(f"{source}: `{where}.{sampler}` bounds must be numbers with low < high (got {args}). Fix: [1.0e-4, 1.0e-3]")
+            if sampler == "loguniform" and args[0] <= 0:
+                raise SweepError(f"{source}: `{where}.loguniform` needs positive bounds (got {args}). Fix: [1.0e-4, 1.0e-3]")
+        else:
+            raise SweepError(f"{source}: `{where}` must be a list (grid) or one sampler such as {{loguniform: [a, b]}}")
+        checked[key] = values
+    return checked
+
+
+def _check_search(search: dict, space: dict, source: str) -> dict[str, Any]:
+    _check_keys(search, {"algorithm", "num_samples", "metric", "mode", "max_concurrent"}, source, "search")
+    out = {"algorithm": "grid", "num_samples": 1, "metric": "probe_acc", "mode": "max", "max_concurrent": None, **search}
+    if out["algorithm"] not in ALGORITHMS:
+        raise SweepError(f"{source}: `search.algorithm` is {out['algorithm']!r}. Fix: use one of {sorted(ALGORITHMS)}")
+    if out["mode"] not in ("max", "min"):
+        raise SweepError(f"{source}: `search.mode` is {out['mode']!r}. Fix: use max or min")
+    if not isinstance(out["num_samples"], int) or out["num_samples"] < 1:
+        raise SweepError(f"{source}: `search.num_samples` is {out['num_samples']!r}. Fix: use a positive integer")
+    if out["algorithm"] == "optuna":
+        grids = [k for k, v in space.items() if isinstance(v, list)]
+        if grids:
+            raise SweepError(f"{source}: optuna cannot search grid lists ({grids}). Fix: write them as {{choice: [...]}} or use algorithm: grid")
+    return out
+
+
+def _check_resources(resources: dict, source: str) -> dict[str, Any]:
+    _check_keys(resources, RESOURCE_KEYS, source, "resources")
+    out = {"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_concurrent_trials": None, **resources}
+    for key in ("workers_per_trial", "cpus_per_worker"):
+        if not isinstance(out[key], int) or out[key] < 1:
+            raise SweepError(f"{source}: `resources.{key}` is {out[key]!r}. Fix: use a positive integer")
+    return out
+
+
+def _check_scheduler(scheduler: Any, search: dict, source: str) -> dict[str, Any] | None:
+    if scheduler is None:
+        return None
+    _check_keys(scheduler, SCHEDULER_KEYS, source, "scheduler")
+    if scheduler.get("name", "asha") != "asha":
+        raise SweepError(f"{source}: `scheduler.name` is {scheduler['name']!r}. Fix: use asha (or drop the scheduler)")
+    out = {"name": "asha", "time_attr": "flops_total", "metric": search["metric"], "mode": search["mode"],
+           "grace_period": 1, "reduction_factor": 3, **scheduler}
+    if "max_t" not in out:
+        raise SweepError(f"{source}: `scheduler.max_t` is missing. Fix: set it in units of time_attr ({out['time_attr']}), e.g. the largest budget")
+    return out
+
+
+def trial_overrides(sweep: Sweep, params: dict[str, Any]) -> list[str]:
+    resources = sweep.resources
+    fixed = [
+        f"sweep={sweep.name}",
+        f"train.num_workers={resources['workers_per_trial']}",
+        f"train.cpus_per_worker={resources['cpus_per_worker']}",
+        f"train.use_gpu={'true' if resources['gpus_per_worker'] else 'false'}",
+    ]
+    return fixed + sweep.base + [format_override(k, v) for k, v in params.items()]
+
+
+def _corner_params(sweep: Sweep) -> list[dict[str, Any]]:
+    """Every grid combination, with sampled keys at their bounds: what validation composes."""
+    axes = []
+    for key, values in sweep.space.items():
+        if isinstance(values, list):
+            axes.append([(key, v) for v in values])
+        else:
+            (sampler, args), = values.items()
+            axes.append([(key, v) for v in (args if sampler == "choice" else args[:2])])
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def _check_trials(sweep: Sweep) -> None:
+    """Compose every corner of the space and plan its FLOP budget before anything runs."""
+    seen = set()
+    for params in _corner_params(sweep):
+        overrides = trial_overrides(sweep, params)
+        try:
+            cfg = compose_run(overrides, source=sweep.source)
+            key = str(sorted(overrides))
+            if key not in seen:
+                seen.add(key)
+                entry = registry.dataset(cfg.data.name)
+                plan_run(registry.variant(cfg.variant.name), cfg, entry.spec(cfg.data))
+        except BudgetError as err:
+            raise SweepError(f"{sweep.source}: trial {params}: {err}") from None
+        except ConfigError as err:
+            raise SweepError(f"{err} (trial {params})") from None
+
+
+# ---------------------------------------------------------------------------- running
+def _tune_space(space: dict[str, Any]) -> dict[str, Any]:
+    from ray import tune
+
+    out = {}
+    for key, values in space.items():
+        if isinstance(values, list):
+            out[key] = tune.grid_search(values)
+        else:
+            (sampler, args), = values.items()
+            out[key] = getattr(tune, sampler)(*args) if sampler != "choice" else tune.choice(args)
+    return out
+
+
+def _trial(params: dict[str, Any], sweep: Sweep) -> None:
+    """One Tune trial: compose its run config, then train it (inline or via TorchTrainer)."""
+    from ray import tune
+
+    from orchestrator.train import launch
+
+    cfg = compose_run(trial_overrides(sweep, params), source=sweep.source)
+    run_id = f"{sweep.name}-{tune.get_context().get_trial_id()}"
+    launch(cfg, run_id, in_tune=True)
+
+
+def _search_alg(sweep: Sweep):
+    if sweep.search["algorithm"] != "optuna":
+        return None
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    alg = OptunaSearch(metric=sweep.search["metric"], mode=sweep.search["mode"], seed=0)
+    return ConcurrencyLimiter(alg, max_concurrent=sweep.search["max_concurrent"] or 2)
+
+
+def _scheduler(sweep: Sweep):
+    if not sweep.scheduler:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = sweep.scheduler
+    return ASHAScheduler(time_attr=s["time_attr"], metric=s["metric"], mode=s["mode"], max_t=s["max_t"],
+                         grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
+
+
+def _trial_resources(sweep: Sweep, inline: bool) -> dict[str, float]:
+    r = sweep.resources
+    if inline:  # the trial process itself trains
+        return {"cpu": r["cpus_per_worker"], "gpu": r["gpus_per_worker"]}
+    return {"cpu": 0}  # a TorchTrainer's workers ask for their own resources
+
+
+def _max_concurrent(sweep: Sweep) -> int:
+    import ray
+
+    r = sweep.resources
+    if r["max_concurrent_trials"]:
+        return int(r["max_concurrent_trials"])
+    per_trial = r["workers_per_trial"] * r["cpus_per_worker"]
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+
+
+def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
+    """Run every trial; failed trials are recorded and do not stop the others. Returns the ResultGrid."""
+    from ray import tune
+
+    from orchestrator.results import ResultsStore
+    from orchestrator.train import ray_storage_path
+
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # probes report only at eval steps
+    probe_cfg = compose_run(trial_overrides(sweep, _corner_params(sweep)[0]), source=sweep.source)
+    inline = probe_cfg.train.inline != "never" and sweep.resources["workers_per_trial"] == 1
+    ResultsStore(storage).save_sweep_spec(sweep.name, {k: v for k, v in sweep.raw.items()})
+    trainable = tune.with_resources(tune.with_parameters(_trial, sweep=sweep), _trial_resources(sweep, inline))
+    path = ray_storage_path(probe_cfg)
+    experiment = f"{path.rstrip('/')}/tune"
+    if resume and tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_tune_space(sweep.space),
+            tune_config=tune.TuneConfig(
+                num_samples=sweep.search["num_samples"],
+                search_alg=_search_alg(sweep),
+                scheduler=_scheduler(sweep),
+                max_concurrent_trials=_max_concurrent(sweep),
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(name="tune", storage_path=path, verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    return tuner.fit()

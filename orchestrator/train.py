@@ -1,0 +1,354 @@
+"""THE training loop, shared by every variant, stage and scale.
+
+`train_loop(payload)` runs on each Ray Train worker (DDP over gloo on CPU, NCCL on GPU), or
+inline in a Tune trial, or bare. It reads top to bottom: set up -> plan stages by FLOPs ->
+restore -> for each stage: build, wrap, optimise until the stage's budget -> evaluate.
+`launch(cfg, run_id)` starts it (TorchTrainer or inline) and records the run's status.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from orchestrator import registry
+from orchestrator.budget import measure_bf16_peak, plan_run
+from orchestrator.config import from_plain, to_plain
+from orchestrator.metrics import DashboardGauges
+from orchestrator.results import ResultsStore
+from orchestrator.session import checkpoint_dir, make_session
+from variants.nn.probes import fit_probe
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+# ---------------------------------------------------------------------------- schedules
+def lr_at(cfg, step: int, total: int) -> float:
+    """Linear warm-up then cosine to min_lr_frac·lr."""
+    o = cfg.optim
+    warmup = max(1, int(o.warmup_frac * total))
+    if step < warmup:
+        return o.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    floor = o.lr * o.min_lr_frac
+    return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def weight_decay_at(cfg, step: int, total: int) -> float:
+    o = cfg.optim
+    return o.final_weight_decay + (o.weight_decay - o.final_weight_decay) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+
+
+# ---------------------------------------------------------------------------- pieces
+def pick_device(cfg, session) -> torch.device:
+    if cfg.train.use_gpu and torch.cuda.is_available():
+        return torch.device("cuda", session.local_rank if session.kind != "train" else _ray_local_device_index())
+    return torch.device("cpu")
+
+
+def _ray_local_device_index() -> int:
+    import ray.train.torch
+
+    return ray.train.torch.get_device().index or 0
+
+
+def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
+    precision = cfg.train.precision
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def batches(dataset, cfg, session, device: torch.device):
+    """Endless shuffled batches of this rank's shard (DistributedSampler semantics)."""
+    sampler = DistributedSampler(dataset, session.world_size, session.world_rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True, num_workers=0)
+    if len(loader) == 0:
+        raise ValueError(
+            f"data {cfg.data.name!r}: {len(dataset)} clips cannot fill one batch of {cfg.train.batch_size} per worker "
+            f"over {session.world_size} workers. Fix: lower train.batch_size or generate more data"
+        )
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        epoch += 1
+
+
+def wrap_for_training(modules: nn.ModuleDict, trainable: list[str], cfg, device: torch.device, distributed: bool) -> nn.ModuleDict:
+    """DDP (and optionally torch.compile) around the trainable modules; frozen ones run as they are."""
+    wrapped = nn.ModuleDict()
+    for name, module in modules.items():
+        if name in trainable and distributed:
+            module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        if name in trainable and cfg.train.compile:
+            module = torch.compile(module)
+        wrapped[name] = module
+    return wrapped
+
+
+def make_optimizer(variant, modules: nn.ModuleDict, stage: str, cfg) -> torch.optim.Optimizer:
+    groups = variant.param_groups(modules, stage)
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+
+
+def set_schedules(optimizer: torch.optim.Optimizer, cfg, step: int, total: int) -> float:
+    lr, wd = lr_at(cfg, step, total), weight_decay_at(cfg, step, total)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if not group.get("no_weight_decay"):
+            group["weight_decay"] = wd
+    return lr
+
+
+def check_finite(loss: torch.Tensor, cfg, stage: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"variant {cfg.variant.name!r} stage {stage!r}: loss became {loss.item()} at step {step}. "
+            f"Fix: lower optim.lr (now {cfg.optim.lr}), set optim.grad_clip, or use train.precision=fp32"
+        )
+
+
+@torch.no_grad()
+def probe_accuracy(variant, modules: nn.ModuleDict, cfg, device: torch.device, datasets: dict) -> dict[str, float]:
+    """Frozen features -> attentive (or linear) probe per label; accuracies on the val split."""
+    spec = variant.data_spec
+    for m in modules.values():
+        m.eval()
+    feats, labels = {}, {}
+    for split, dataset in datasets.items():
+        loader = DataLoader(dataset, batch_size=64, shuffle=False)
+        chunks, ys = [], {k: [] for k in spec.num_classes}
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_dtype(cfg, device) is not None):
+                chunks.append(variant.features(modules, batch).float())
+            for k in ys:
+                ys[k].append(batch[k])
+        feats[split], labels[split] = torch.cat(chunks), {k: torch.cat(v) for k, v in ys.items()}
+    for m in modules.values():
+        m.train()
+    with torch.enable_grad():
+        acc = fit_probe(feats["train"], labels["train"], feats["val"], labels["val"], spec.num_classes,
+                        kind=cfg.eval.probe, epochs=cfg.eval.epochs, lr=cfg.eval.lr, seed=cfg.seed)
+    out = {f"probe_acc_{k}": v for k, v in acc.items()}
+    out["probe_acc"] = sum(acc.values()) / len(acc)
+    return out
+
+
+def probe_datasets(entry, cfg) -> dict:
+    sets = {}
+    for split, n in (("train", cfg.eval.train_clips), ("val", cfg.eval.val_clips)):
+        ds = entry.load(cfg.data, split)
+        sets[split] = Subset(ds, range(min(n, len(ds))))
+    return sets
+
+
+def save_state(path: str, modules: nn.ModuleDict, optimizer, stage_index: int, step: int, flops: float) -> None:
+    torch.save({"modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
+                "stage_index": stage_index, "step": step, "flops": flops}, Path(path) / CHECKPOINT_FILE)
+
+
+def load_state(session) -> dict | None:
+    with session.restored_checkpoint() as path:
+        if path is None:
+            return None
+        return torch.load(Path(path) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------------------- the loop
+def train_loop(payload: dict) -> dict:
+    """Run every stage of one run on this worker; returns the last reported metrics."""
+    cfg, run_id = from_plain(payload["config"]), payload["run_id"]
+    session = make_session(payload.get("session", "local"))
+    rank0 = session.world_rank == 0
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg, session)
+    amp_dtype = autocast_dtype(cfg, device)
+    distributed = session.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    entry = registry.dataset(cfg.data.name)
+    spec = entry.spec(cfg.data)
+    variant_cls = registry.variant(cfg.variant.name)
+    variant = variant_cls(cfg, spec)
+    variant.reseed(cfg.seed * 1000 + session.world_rank)
+    plans = plan_run(variant_cls, cfg, spec)
+    data = batches(entry.load(cfg.data, "train"), cfg, session, device)
+    evaluation = probe_datasets(entry, cfg) if rank0 else None
+
+    store = ResultsStore(cfg.storage) if rank0 else None
+    gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name) if rank0 else None
+    peak = measure_bf16_peak(device) if device.type == "cuda" and rank0 else None
+    state = load_state(session)
+    flops_total, previous, last = 0.0, None, {}
+    started = time.perf_counter()
+
+    for stage_index, plan in enumerate(plans):
+        stage, is_last_stage = plan.stage, stage_index == len(plans) - 1
+        modules = variant.build(stage, previous).to(device)
+        start_step = 0
+        if state is not None and state["stage_index"] >= stage_index:
+            if state["stage_index"] > stage_index:  # finished before the restart: skip ahead
+                flops_total += plan.flops
+                previous = modules
+                continue
+            modules.load_state_dict(state["modules"])
+            start_step, flops_total = state["step"], state["flops"]
+        trainable = variant.trainable(modules, stage)
+        runnable = wrap_for_training(modules, trainable, cfg, device, distributed)
+        optimizer = make_optimizer(variant, modules, stage, cfg)
+        if state is not None and state["stage_index"] == stage_index:
+            optimizer.load_state_dict(state["optimizer"])
+        params = [p for name in trainable for p in modules[name].parameters() if p.requires_grad]
+        per_worker_flops = plan.flops_per_step / session.world_size
+        window_start, window_steps, rows = time.perf_counter(), 0, []
+
+        for step in range(start_step, plan.steps):
+            batch = next(data)
+            lr = set_schedules(optimizer, cfg, step, plan.steps)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = variant.step(runnable, batch, stage)
+            loss = out["loss"]
+            check_finite(loss.detach(), cfg, stage, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            optimizer.step()
+            variant.after_step(modules, step + 1, plan.steps, stage)
+            flops_total += plan.flops_per_step
+            window_steps += 1
+            done = step + 1 == plan.steps
+            log_now = (step + 1) % cfg.train.log_every == 0 or done
+            ckpt_now = (step + 1) % cfg.train.checkpoint_every == 0 or done
+            eval_now = is_last_stage and ((cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0) or done)
+            if not (log_now or ckpt_now or eval_now):
+                continue
+
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - window_start
+            metrics = {"stage": stage, "step": step + 1, "flops_total": flops_total, "lr": lr,
+                       "wall_s": time.perf_counter() - started,
+                       "samples_per_s": window_steps * cfg.train.batch_size * session.world_size / max(elapsed, 1e-9)}
+            metrics.update({k: float(v.detach()) for k, v in out.items()})
+            if peak:
+                metrics["mfu"] = per_worker_flops * window_steps / max(elapsed, 1e-9) / peak
+            if eval_now and rank0:
+                metrics.update(probe_accuracy(variant, modules, cfg, device, evaluation))
+            if eval_now and session.world_size > 1 and distributed:
+                dist.barrier()
+            metrics["done"] = bool(done and is_last_stage)
+            if rank0:
+                rows.extend(_metric_rows(metrics, "" if is_last_stage else f"{stage}/"))
+                gauges.publish(metrics)
+            with contextlib.ExitStack() as stack:
+                ckpt_path = None
+                if ckpt_now and rank0:
+                    ckpt_path = stack.enter_context(checkpoint_dir())
+                    save_state(ckpt_path, modules, optimizer, stage_index, step + 1, flops_total)
+                    store.append_metrics(run_id, cfg.sweep, rows)
+                    rows = []
+                session.report(metrics, ckpt_path)
+            last = metrics
+            window_start, window_steps = time.perf_counter(), 0
+        previous = modules
+        state = None
+    return last
+
+
+def _metric_rows(metrics: dict, prefix: str) -> list[dict]:
+    """Long-format rows; stages before the last are prefixed (e.g. "teacher/loss")."""
+    base = {"step": int(metrics["step"]), "flops": float(metrics["flops_total"]), "wall_s": float(metrics["wall_s"])}
+    return [dict(base, metric=f"{prefix}{k}", value=float(v)) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "flops_total", "wall_s", "done")]
+
+
+# ---------------------------------------------------------------------------- launching
+def use_inline(cfg, in_tune: bool) -> bool:
+    """One worker needs no worker group: run the loop in the calling process (measured in bench/)."""
+    if cfg.train.inline == "never" or cfg.train.num_workers != 1:
+        return False
+    return cfg.train.inline == "always" or in_tune
+
+
+def make_trainer(cfg, run_id: str, in_tune: bool):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    callbacks = []
+    if in_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={"config": to_plain(cfg), "run_id": run_id, "session": "train"},
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_id,
+            storage_path=ray_storage_path(cfg),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def ray_storage_path(cfg) -> str:
+    """Ray's checkpoints live beside the results store, under <storage>/<sweep>/ray."""
+    storage = str(cfg.storage)
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{cfg.sweep}/ray"
+    return str((Path(storage) / cfg.sweep / "ray").resolve())
+
+
+def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
+    """Run one config to completion, recording running -> finished | failed in the results store."""
+    store = ResultsStore(cfg.storage)
+    plain = to_plain(cfg)
+    record = dict(sweep=cfg.sweep, variant=cfg.variant.name, stage="+".join(registry.variant(cfg.variant.name).stages), config=plain)
+    started = time.time()
+    store.record_run(run_id, status="running", started_at=started, **record)
+    try:
+        if use_inline(cfg, in_tune):
+            result = train_loop({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
+        else:
+            result = make_trainer(cfg, run_id, in_tune).fit().metrics or {}
+    except BaseException as err:  # noqa: BLE001 - record, then let Ray/Tune see the failure
+        store.record_run(run_id, status="failed", error=_short_error(err), started_at=started, **record)
+        raise
+    store.record_run(run_id, status="finished", started_at=started, **record)
+    return result
+
+
+def _short_error(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    for marker in ("NonFiniteLossError:", "BudgetError:", "ConfigError:", "MissingDatasetError:"):
+        if marker in text:
+            text = text[text.rindex(marker):]
+            break
+    return text.strip()[:2000]
+
+
+def describe_plan(cfg) -> str:
+    entry = registry.dataset(cfg.data.name)
+    plans = plan_run(registry.variant(cfg.variant.name), cfg, entry.spec(cfg.data))
+    return json.dumps([{"stage": p.stage, "steps": p.steps, "flops_per_step": p.flops_per_step, "flops": p.flops} for p in plans])
+

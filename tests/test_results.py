@@ -1,0 +1,199 @@
+"""Results store and analysis helpers: semantics the orchestrator and reports rely on."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+
+from orchestrator import analysis
+from orchestrator.results import METRIC_SCHEMA, RUN_SCHEMA, ResultsStore, git_sha
+
+CONFIG = {"variant": {"name": "ijepa"}, "optim": {"lr": 1e-3}, "budget": {"flops": 1e15}, "tags": ["a", "b"]}
+
+
+def _record(store: ResultsStore, run_id: str, status: str, sweep: str = "s1", **kwargs) -> None:
+    store.record_run(
+        run_id, sweep=sweep, variant="ijepa", stage="pretrain", config=CONFIG, status=status, **kwargs
+    )
+
+
+def _metric_rows(count: int, metric: str = "loss", offset: int = 0) -> list[dict]:
+    return [
+        {"step": offset + i, "flops": 1e12 * (offset + i), "wall_s": 0.1 * i, "metric": metric, "value": 1.0 / (1 + i)}
+        for i in range(count)
+    ]
+
+
+def test_latest_event_wins_and_started_at_is_kept(tmp_path):
+    store = ResultsStore(tmp_path)
+    _record(store, "r1", "running", started_at=100.0)
+    _record(store, "r1", "finished")
+    _record(store, "r2", "running")
+    _record(store, "r2", "failed", error="boom")
+    runs = store.runs("s1")
+    assert runs.columns == RUN_SCHEMA.names
+    by_id = {row["run_id"]: row for row in runs.to_dicts()}
+    assert by_id["r1"]["status"] == "finished"
+    assert by_id["r1"]["started_at"] == 100.0
+    assert by_id["r2"]["status"] == "failed"
+    assert by_id["r2"]["error"] == "boom"
+
+
+def test_runs_from_another_store_instance_keep_first_start(tmp_path):
+    _record(ResultsStore(tmp_path), "r1", "running", started_at=5.0)
+    _record(ResultsStore(tmp_path), "r1", "stopped")
+    row = ResultsStore(tmp_path).runs("s1").row(0, named=True)
+    assert (row["status"], row["started_at"]) == ("stopped", 5.0)
+
+
+def test_run_without_sweep_goes_to_adhoc_and_all_sweeps_are_read(tmp_path):
+    store = ResultsStore(tmp_path)
+    _record(store, "r1", "running", sweep="")
+    _record(store, "r2", "running", sweep="s2")
+    assert store.sweeps() == ["adhoc", "s2"]
+    assert set(store.runs()["run_id"]) == {"r1", "r2"}
+    assert store.runs("adhoc")["sweep"].to_list() == ["adhoc"]
+
+
+def test_bad_status_raises(tmp_path):
+    with pytest.raises(ValueError, match="running, finished, failed, stopped"):
+        _record(ResultsStore(tmp_path), "r1", "done")
+
+
+def test_empty_store_returns_schemad_frames(tmp_path):
+    store = ResultsStore(tmp_path / "nothing")
+    runs, metrics = store.runs(), store.metrics("s1")
+    assert runs.height == 0 and runs.columns == RUN_SCHEMA.names
+    assert metrics.height == 0 and metrics.columns == METRIC_SCHEMA.names
+    assert metrics.schema["step"] == pl.Int64
+    assert store.sweeps() == []
+    assert store.load_sweep_spec("s1") is None
+
+
+def test_metrics_append_and_filter(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append_metrics("r1", "s1", _metric_rows(3))
+    store.append_metrics("r1", "s1", _metric_rows(2, metric="probe_acc", offset=3))
+    store.append_metrics("r1-b", "s1", _metric_rows(4))
+    store.append_metrics("r3", "s2", _metric_rows(5))
+    store.append_metrics("r1", "s1", [])
+    assert store.metrics("s1").height == 9
+    only_r1 = store.metrics("s1", run_id="r1")
+    assert only_r1.height == 5 and set(only_r1["run_id"]) == {"r1"}
+    assert only_r1["step"].to_list() == sorted(only_r1["step"].to_list())
+    assert store.metrics().height == 14
+    assert store.metrics(run_id="r3")["run_id"].unique().to_list() == ["r3"]
+
+
+def test_temp_files_are_ignored_by_readers(tmp_path):
+    store = ResultsStore(tmp_path)
+    _record(store, "r1", "running")
+    store.append_metrics("r1", "s1", _metric_rows(2))
+    runs_dir = tmp_path / "s1" / "runs"
+    metrics_dir = tmp_path / "s1" / "metrics"
+    (runs_dir / ".r1-123-abcdef01.parquet.tmp").write_bytes(b"partial")
+    (metrics_dir / ".r1-123-abcdef01.parquet").write_bytes(b"partial")
+    assert store.runs("s1").height == 1
+    assert store.metrics("s1").height == 2
+
+
+def _append_from_process(root: str, worker: int, batches: int, rows_per_batch: int) -> None:
+    store = ResultsStore(root)
+    for batch in range(batches):
+        store.append_metrics(f"w{worker}", "shared", _metric_rows(rows_per_batch, offset=batch * rows_per_batch))
+    _record(store, f"w{worker}", "finished", sweep="shared")
+
+
+def test_concurrent_appends_lose_no_rows(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_append_from_process, args=(str(tmp_path), worker, 10, 7)) for worker in range(4)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    store = ResultsStore(tmp_path)
+    metrics = store.metrics("shared")
+    assert metrics.height == 4 * 10 * 7
+    assert metrics.group_by("run_id").len().sort("run_id")["len"].to_list() == [70] * 4
+    assert store.runs("shared")["status"].to_list() == ["finished"] * 4
+
+
+def test_sweep_spec_round_trip_and_uri_root(tmp_path):
+    store = ResultsStore(f"file://{tmp_path}")
+    spec = {"name": "s1", "report": {"x": "flops_total", "y": "probe_acc", "group": "variant"}}
+    store.save_sweep_spec("s1", spec)
+    assert ResultsStore(tmp_path).load_sweep_spec("s1") == spec
+    assert store.is_local and store.sweep_dir("s1") == f"{tmp_path}/s1"
+    assert ResultsStore(tmp_path).sweep_dir("s1") == os.path.join(str(tmp_path), "s1")
+    assert not [p for p in (tmp_path / "s1").iterdir() if p.name.startswith(".")]
+
+
+def test_git_sha_is_a_string():
+    sha = git_sha()
+    assert isinstance(sha, str) and sha
+
+
+# ---- analysis ----------------------------------------------------------------------
+
+
+def test_power_law_fit_recovers_known_parameters():
+    compute = np.geomspace(1e15, 1e19, 8)
+    a, b, c = 2000.0, 0.25, 0.1
+    fit = analysis.fit_power_law(compute, a * compute**-b + c)
+    assert fit is not None
+    assert fit["a"] == pytest.approx(a, rel=0.05)
+    assert fit["b"] == pytest.approx(b, rel=0.05)
+    assert fit["c"] == pytest.approx(c, rel=0.05)
+    assert fit["r2"] > 0.999
+
+
+def test_power_law_fit_needs_three_budgets():
+    assert analysis.fit_power_law([1e15, 1e15, 1e16, 1e16], [0.5, 0.4, 0.3, 0.31]) is None
+    assert analysis.fit_power_law([], []) is None
+
+
+def test_pareto_frontier_hand_example():
+    df = pl.DataFrame(
+        {
+            "name": ["a", "b", "c", "d", "e", "f"],
+            "cost": [1.0, 2.0, 2.0, 3.0, 4.0, 5.0],
+            "acc": [0.5, 0.4, 0.6, 0.55, 0.7, 0.7],
+        }
+    )
+    assert analysis.pareto_frontier(df, "cost", "acc")["name"].to_list() == ["a", "c", "e"]
+    assert analysis.pareto_frontier(df, "cost", "acc", mode="min")["name"].to_list() == ["a", "b"]
+    with pytest.raises(ValueError):
+        analysis.pareto_frontier(df, "cost", "acc", mode="best")
+
+
+def test_final_table_flattens_config_and_takes_last_values(tmp_path):
+    store = ResultsStore(tmp_path)
+    _record(store, "r1", "finished")
+    _record(store, "r2", "running")
+    store.append_metrics(
+        "r1",
+        "s1",
+        [
+            {"step": 1, "flops": 1e12, "wall_s": 1.0, "metric": "loss", "value": 2.0},
+            {"step": 5, "flops": 5e12, "wall_s": 5.0, "metric": "loss", "value": 1.0},
+            {"step": 3, "flops": 3e12, "wall_s": 3.0, "metric": "probe_acc", "value": 0.6},
+        ],
+    )
+    table = analysis.final_table(store, "s1")
+    r1 = table.filter(pl.col("run_id") == "r1").row(0, named=True)
+    assert r1["variant.name"] == "ijepa"
+    assert r1["optim.lr"] == 1e-3
+    assert r1["budget.flops"] == 1e15
+    assert r1["tags"] == '["a", "b"]'
+    assert r1["flops_total"] == 5e12
+    assert r1["loss"] == 1.0 and r1["probe_acc"] == 0.6
+    assert r1["status"] == "finished"
+    r2 = table.filter(pl.col("run_id") == "r2").row(0, named=True)
+    assert r2["flops_total"] is None and r2["variant.name"] == "ijepa"

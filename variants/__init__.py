@@ -1,0 +1,1 @@
+"""JEPA variants: one file per paper, plain PyTorch, no Ray (see variants/base.py)."""

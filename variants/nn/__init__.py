@@ -1,0 +1,1 @@
+"""Shared building blocks: ViT, predictor, masks, EMA, probes."""
