@@ -240,7 +240,7 @@ def _tune_space(space: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _trial(params: dict[str, Any], sweep: Sweep) -> None:
+def trial(params: dict[str, Any], sweep: Sweep) -> None:
     """One Tune trial: compose its run config, then train it (inline or via TorchTrainer)."""
     from ray import tune
 
@@ -299,7 +299,7 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
     probe_cfg = compose_run(trial_overrides(sweep, _corner_params(sweep)[0]), source=sweep.source)
     inline = probe_cfg.train.inline != "never" and sweep.resources["workers_per_trial"] == 1
     ResultsStore(storage).save_sweep_spec(sweep.name, {k: v for k, v in sweep.raw.items()})
-    trainable = tune.with_resources(tune.with_parameters(_trial, sweep=sweep), _trial_resources(sweep, inline))
+    trainable = tune.with_resources(tune.with_parameters(trial, sweep=sweep), _trial_resources(sweep, inline))
     path = ray_storage_path(probe_cfg)
     experiment = f"{path.rstrip('/')}/tune"
     if resume and tune.Tuner.can_restore(experiment):

@@ -158,9 +158,19 @@ def probe_datasets(entry, cfg) -> dict:
     return sets
 
 
-def save_state(path: str, modules: nn.ModuleDict, optimizer, stage_index: int, step: int, flops: float) -> None:
-    torch.save({"modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
-                "stage_index": stage_index, "step": step, "flops": flops}, Path(path) / CHECKPOINT_FILE)
+def mean_over_workers(scalars: dict[str, torch.Tensor], distributed: bool) -> dict[str, float]:
+    """Logged scalars averaged over data-parallel workers (one all-reduce)."""
+    names = list(scalars)
+    values = torch.stack([scalars[k].detach().float() for k in names])
+    if distributed:
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return dict(zip(names, values.tolist()))
+
+
+def save_state(path: str, modules: nn.ModuleDict, optimizer, stage_index: int, step: int, flops: float, wall_s: float) -> None:
+    torch.save({"modules": modules.state_dict(), "optimizer": optimizer.state_dict(), "stage_index": stage_index,
+                "step": step, "flops": flops, "wall_s": wall_s}, Path(path) / CHECKPOINT_FILE)
 
 
 def load_state(session) -> dict | None:
@@ -209,6 +219,7 @@ def train_loop(payload: dict) -> dict:
                 continue
             modules.load_state_dict(state["modules"])
             start_step, flops_total = state["step"], state["flops"]
+            started = time.perf_counter() - state["wall_s"]
         trainable = variant.trainable(modules, stage)
         runnable = wrap_for_training(modules, trainable, cfg, device, distributed)
         optimizer = make_optimizer(variant, modules, stage, cfg)
@@ -246,14 +257,14 @@ def train_loop(payload: dict) -> dict:
             metrics = {"stage": stage, "step": step + 1, "flops_total": flops_total, "lr": lr,
                        "wall_s": time.perf_counter() - started,
                        "samples_per_s": window_steps * cfg.train.batch_size * session.world_size / max(elapsed, 1e-9)}
-            metrics.update({k: float(v.detach()) for k, v in out.items()})
+            metrics.update(mean_over_workers(out, distributed))
             if peak:
                 metrics["mfu"] = per_worker_flops * window_steps / max(elapsed, 1e-9) / peak
             if eval_now and rank0:
                 metrics.update(probe_accuracy(variant, modules, cfg, device, evaluation))
             if eval_now and session.world_size > 1 and distributed:
                 dist.barrier()
-            metrics["done"] = bool(done and is_last_stage)
+            metrics["final"] = bool(done and is_last_stage)
             if rank0:
                 rows.extend(_metric_rows(metrics, "" if is_last_stage else f"{stage}/"))
                 gauges.publish(metrics)
@@ -261,7 +272,7 @@ def train_loop(payload: dict) -> dict:
                 ckpt_path = None
                 if ckpt_now and rank0:
                     ckpt_path = stack.enter_context(checkpoint_dir())
-                    save_state(ckpt_path, modules, optimizer, stage_index, step + 1, flops_total)
+                    save_state(ckpt_path, modules, optimizer, stage_index, step + 1, flops_total, metrics["wall_s"])
                     store.append_metrics(run_id, cfg.sweep, rows)
                     rows = []
                 session.report(metrics, ckpt_path)
@@ -276,7 +287,7 @@ def _metric_rows(metrics: dict, prefix: str) -> list[dict]:
     """Long-format rows; stages before the last are prefixed (e.g. "teacher/loss")."""
     base = {"step": int(metrics["step"]), "flops": float(metrics["flops_total"]), "wall_s": float(metrics["wall_s"])}
     return [dict(base, metric=f"{prefix}{k}", value=float(v)) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "flops_total", "wall_s", "done")]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "flops_total", "wall_s", "final")]
 
 
 # ---------------------------------------------------------------------------- launching
@@ -331,8 +342,11 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
             result = train_loop({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
         else:
             result = make_trainer(cfg, run_id, in_tune).fit().metrics or {}
-    except BaseException as err:  # noqa: BLE001 - record, then let Ray/Tune see the failure
+    except Exception as err:
         store.record_run(run_id, status="failed", error=_short_error(err), started_at=started, **record)
+        raise
+    except BaseException:  # a scheduler (ASHA) or the user stopped it: keep what it logged
+        store.record_run(run_id, status="stopped", started_at=started, **record)
         raise
     store.record_run(run_id, status="finished", started_at=started, **record)
     return result

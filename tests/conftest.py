@@ -8,6 +8,7 @@ import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")  # metrics reach Prometheus within seconds
 
 
 def free_port() -> int:

@@ -1,0 +1,91 @@
+"""Sweep files: validation errors name file, key and fix; a 4-trial sweep runs through Tune."""
+import textwrap
+
+import pytest
+
+from orchestrator.config import ConfigError, compose_run
+from orchestrator.report import write_report
+from orchestrator.results import ResultsStore
+from orchestrator.sweep import SweepError, load_sweep, run_sweep
+from tests.conftest import tiny_overrides
+
+
+def write(tmp_path, text, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+GOOD = """
+name: tiny
+base: {variant: vjepa, data: moving_shapes, model: vit_tiny}
+space:
+  budget.steps: [2, 4]
+  optim.lr: [1.0e-3, 1.0e12]
+search: {algorithm: grid, metric: probe_acc, mode: max}
+resources: {workers_per_trial: 1, cpus_per_worker: 1}
+report: {x: flops_total, y: probe_acc, group: optim.lr}
+"""
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("name: x\nbase: [1, 2\n", r"s.yaml: line \d+"),
+        ("name: x\nspace: {optim.lr: {lognormal: [1, 2]}}\n", "unknown sampler 'lognormal'"),
+        ("name: x\nspace: {optim.lr: {loguniform: [1.0e-3, 1.0e-4]}}\n", "low < high"),
+        ("name: x\nspace: {optim.lr: []}\n", "space.optim.lr` is an empty list"),
+        ("name: x\nspce: {}\n", r"unknown key\(s\) \['spce'\]"),
+        ("name: x\nbase: {variant: nope}\nspace: {budget.steps: [1]}\n", "Could not find 'variant/nope'"),
+        ("name: x\nspace: {budget.stepz: [1]}\n", "budget.stepz"),
+        ("name: x\nspace: {budget.flops: [1.0]}\n", "budget.flops=1 gives stage 'main'"),
+        ("name: x\nbase: {budget.steps: 1}\nsearch: {algorithm: hyperopt}\n", "search.algorithm"),
+        ("name: x\nbase: {budget.steps: 1}\nsearch: {algorithm: optuna}\nspace: {optim.lr: [1, 2]}\n", "optuna cannot search grid lists"),
+        ("name: x\nbase: {budget.steps: 1}\nscheduler: {name: asha}\n", "scheduler.max_t"),
+        ("name: 'a b'\n", "`name` must be a word"),
+    ],
+)
+def test_malformed_sweep_files_name_file_key_and_fix(tmp_path, text, match):
+    with pytest.raises(SweepError, match=match) as info:
+        load_sweep(write(tmp_path, text))
+    assert "s.yaml" in str(info.value) and "Fix" in str(info.value)
+
+
+def test_missing_sweep_file_and_missing_smoke_section(tmp_path):
+    with pytest.raises(SweepError, match="no such sweep file"):
+        load_sweep(tmp_path / "absent.yaml")
+    with pytest.raises(SweepError, match="no `smoke:` section"):
+        load_sweep(write(tmp_path, GOOD), smoke=True)
+
+
+def test_run_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="budget"):
+        compose_run([])
+    with pytest.raises(ConfigError, match="model.heads"):
+        compose_run(["budget.steps=1", "model.heads=5"])
+    with pytest.raises(ConfigError, match="train.precision"):
+        compose_run(["budget.steps=1", "train.precision=fp8"])
+
+
+def test_missing_dataset_is_explained(tmp_path):
+    from orchestrator import registry
+
+    cfg = compose_run(["data=video_csv", f"data.train_csv={tmp_path}/nope.csv", f"data.val_csv={tmp_path}/nope.csv", "budget.steps=1"])
+    with pytest.raises(FileNotFoundError, match="data.train_csv"):
+        registry.dataset("video_csv").prepare(cfg.data)
+
+
+def test_four_trial_sweep_keeps_finished_results_when_one_trial_fails(ray_session, tmp_path, data_root):
+    sweep = load_sweep(write(tmp_path, GOOD), overrides=tiny_overrides(tmp_path, data_root) + ["optim.warmup_frac=0"])
+    assert sweep.grid_size == 4
+    grid = run_sweep(sweep, str(tmp_path))
+    assert len(grid) == 4
+    errors = [r.error for r in grid if r.error is not None]
+    assert len(errors) == 2  # lr=1e12 diverges at both budgets
+    runs = ResultsStore(tmp_path).runs("tiny")
+    assert sorted(runs["status"].to_list()) == ["failed", "failed", "finished", "finished"]
+    failed = runs.filter(status="failed")
+    assert all("optim.lr" in e for e in failed["error"].to_list())
+    report = write_report(str(tmp_path), "tiny")
+    text = report.read_text()
+    assert "NonFiniteLossError" in text and (report.parent / "probe_acc_vs_flops_total.png").exists()
