@@ -58,6 +58,7 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: int = 1
     batch_size: int = 16  # per worker
+    loader_workers: int = 0  # DataLoader processes per worker (raise on GPUs so decoding keeps up)
     precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU; or fp32 / bf16
     compile: bool = False
     checkpoint_every: int = 50

@@ -34,9 +34,10 @@ class UnknownNameError(KeyError):
 
 @functools.cache
 def variants() -> dict[str, type[Variant]]:
+    from variants.salt import SALT
     from variants.vjepa import VJEPA
 
-    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA,)}
+    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT)}
     for ep in entry_points(group="jepa_orchestrator.variants"):
         cls = ep.load()
         found[cls.name] = cls

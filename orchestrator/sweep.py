@@ -275,7 +275,7 @@ def _trial_resources(sweep: Sweep, inline: bool) -> dict[str, float]:
     r = sweep.resources
     if inline:  # the trial process itself trains
         return {"cpu": r["cpus_per_worker"], "gpu": r["gpus_per_worker"]}
-    return {"cpu": 0}  # a TorchTrainer's workers ask for their own resources
+    return {"cpu": 0.01}  # a TorchTrainer's workers ask for their own; Tune needs a non-empty request
 
 
 def _max_concurrent(sweep: Sweep) -> int:

@@ -74,7 +74,9 @@ def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
 def batches(dataset, cfg, session, device: torch.device):
     """Endless shuffled batches of this rank's shard (DistributedSampler semantics)."""
     sampler = DistributedSampler(dataset, session.world_size, session.world_rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True, num_workers=0)
+    workers = int(cfg.train.loader_workers)
+    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     if len(loader) == 0:
         raise ValueError(
             f"data {cfg.data.name!r}: {len(dataset)} clips cannot fill one batch of {cfg.train.batch_size} per worker "
@@ -183,6 +185,7 @@ def load_state(session) -> dict | None:
 # ---------------------------------------------------------------------------- the loop
 def train_loop(payload: dict) -> dict:
     """Run every stage of one run on this worker; returns the last reported metrics."""
+    entered = time.perf_counter()
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
     session = make_session(payload.get("session", "local"))
     rank0 = session.world_rank == 0
@@ -207,6 +210,7 @@ def train_loop(payload: dict) -> dict:
     state = load_state(session)
     flops_total, previous, last = 0.0, None, {}
     started = time.perf_counter()
+    timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}  # where a trial's time goes (bench/)
 
     for stage_index, plan in enumerate(plans):
         stage, is_last_stage = plan.stage, stage_index == len(plans) - 1
@@ -247,13 +251,14 @@ def train_loop(payload: dict) -> dict:
             done = step + 1 == plan.steps
             log_now = (step + 1) % cfg.train.log_every == 0 or done
             ckpt_now = (step + 1) % cfg.train.checkpoint_every == 0 or done
-            eval_now = is_last_stage and ((cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0) or done)
+            eval_now = done or (is_last_stage and cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0)
             if not (log_now or ckpt_now or eval_now):
                 continue
 
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - window_start
+            timing["train_s"] += elapsed
             metrics = {"stage": stage, "step": step + 1, "flops_total": flops_total, "lr": lr,
                        "wall_s": time.perf_counter() - started,
                        "samples_per_s": window_steps * cfg.train.batch_size * session.world_size / max(elapsed, 1e-9)}
@@ -261,12 +266,17 @@ def train_loop(payload: dict) -> dict:
             if peak:
                 metrics["mfu"] = per_worker_flops * window_steps / max(elapsed, 1e-9) / peak
             if eval_now and rank0:
+                eval_start = time.perf_counter()
                 metrics.update(probe_accuracy(variant, modules, cfg, device, evaluation))
+                timing["eval_s"] += time.perf_counter() - eval_start
+            metrics.update(timing)
             if eval_now and session.world_size > 1 and distributed:
                 dist.barrier()
             metrics["final"] = bool(done and is_last_stage)
+            if not is_last_stage:  # earlier stages (a SALT teacher) log under their own names
+                metrics = stage_prefixed(metrics, stage)
             if rank0:
-                rows.extend(_metric_rows(metrics, "" if is_last_stage else f"{stage}/"))
+                rows.extend(_metric_rows(metrics))
                 gauges.publish(metrics)
             with contextlib.ExitStack() as stack:
                 ckpt_path = None
@@ -283,10 +293,18 @@ def train_loop(payload: dict) -> dict:
     return last
 
 
-def _metric_rows(metrics: dict, prefix: str) -> list[dict]:
-    """Long-format rows; stages before the last are prefixed (e.g. "teacher/loss")."""
+UNPREFIXED = ("stage", "step", "flops_total", "wall_s", "final", "setup_s", "train_s", "eval_s")
+
+
+def stage_prefixed(metrics: dict, stage: str) -> dict:
+    """"loss" -> "teacher/loss", so a stage's numbers never mix with the final model's."""
+    return {(k if k in UNPREFIXED else f"{stage}/{k}"): v for k, v in metrics.items()}
+
+
+def _metric_rows(metrics: dict) -> list[dict]:
+    """Long-format rows for the results store."""
     base = {"step": int(metrics["step"]), "flops": float(metrics["flops_total"]), "wall_s": float(metrics["wall_s"])}
-    return [dict(base, metric=f"{prefix}{k}", value=float(v)) for k, v in metrics.items()
+    return [dict(base, metric=k, value=float(v)) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "flops_total", "wall_s", "final")]
 
 

@@ -1,0 +1,32 @@
+# Two entry points for a new machine: `make demo` and `make test` (both set up .venv first).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+JEPA := $(VENV)/bin/jepa
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0      # first: the CPU build; GPU clusters bring their own
+	$(PY) -m pip install --quiet -e ".[test]"       # pins mujoco==3.17.0 and ray[default,train,tune]
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(JEPA) data make moving_shapes
+	$(JEPA) sweep sweeps/quickstart.yaml
+	$(JEPA) report quickstart
+
+test: setup
+	$(PY) -m pytest -q --durations=15
+
+bench: setup
+	$(PY) -m bench.ray_overhead
+	$(PY) -m bench.sweep_overhead
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,195 @@
+"""SALT: a frozen pixel-trained teacher replaces V-JEPA's EMA target (arXiv 2509.24317).
+
+Two stages, charged separately against one FLOP budget:
+  teacher: a (small) VideoViT learns masked pixel reconstruction under V-JEPA's 3-D
+           multiblock masks, with MAE-style per-patch normalised pixel targets.
+  student: the teacher is frozen; a student VideoViT sees only context tokens and a narrow
+           predictor regresses the teacher's layer-normed latents at masked positions (L1).
+No EMA: the target never moves, so the student stage only pays one frozen forward of the
+teacher per step, and the teacher can be much smaller than the student.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from variants.base import Variant
+from variants.nn.ema import frozen_copy
+from variants.nn.vit import VIT_SIZES, Predictor, gather_tokens
+from variants.vjepa import latent_regression_loss, make_encoder, token_grid, video_maskers
+
+L1 = 1.0  # latent loss exponent, as V-JEPA
+PIXEL_NORM_EPS = 1e-6
+
+
+@dataclass
+class SALTConfig:
+    name: str = "salt"
+    teacher_model: str = "vit_tiny"  # a VIT_SIZES preset; the student's size is cfg.model
+    teacher_depth: int = 0  # 0 = the preset's
+    teacher_dim: int = 0
+    teacher_heads: int = 0
+    teacher_fraction: float = 0.2  # share of the run's budget spent training the teacher
+    decoder_dim: int = 96  # pixel decoder of the teacher stage
+    decoder_depth: int = 4
+    decoder_heads: int = 3
+    pred_dim: int = 96  # latent predictor of the student stage
+    pred_depth: int = 4
+    pred_heads: int = 3
+
+
+class ViTSize(NamedTuple):
+    dim: int
+    depth: int
+    heads: int
+
+
+def teacher_size(v) -> ViTSize:
+    """The teacher preset with any non-zero override applied."""
+    dim, depth, heads = VIT_SIZES[v.teacher_model]
+    return ViTSize(int(v.teacher_dim) or dim, int(v.teacher_depth) or depth, int(v.teacher_heads) or heads)
+
+
+def patchify(video: Tensor, tubelet: int, patch: int) -> Tensor:
+    """[B, C, T, H, W] -> [B, N, C·t·p·p], tokens in the (t, h, w) raster of VideoViT's Conv3d.
+
+    Each row is flattened as (C, t, p, p), the layout of the conv kernel, so
+    `patchify(x) @ conv.weight.flatten(1).T + conv.bias` equals the patch embedding.
+    """
+    b, c, frames, height, width = video.shape
+    x = video.reshape(b, c, frames // tubelet, tubelet, height // patch, patch, width // patch, patch)
+    x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # B, T', H', W', C, t, p, p
+    return x.reshape(b, -1, c * tubelet * patch * patch)
+
+
+def normalize_patches(patches: Tensor) -> Tensor:
+    """Each tubelet's pixels to zero mean, unit std (MAE/VideoMAE targets: sharper than raw pixels)."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    std = patches.std(dim=-1, keepdim=True, correction=0)
+    return (patches - mean) / (std + PIXEL_NORM_EPS)
+
+
+def masked_pixel_loss(pred: Tensor, pixel_targets: Tensor, target_idx: Tensor) -> Tensor:
+    """MSE on the masked tubelets only; visible ones would be a copy task."""
+    return F.mse_loss(pred.float(), gather_tokens(pixel_targets, target_idx).float())
+
+
+class SALT(Variant):
+    name = "salt"
+    Config = SALTConfig
+    stages = ("teacher", "student")
+
+    def __init__(self, cfg, data_spec):
+        super().__init__(cfg, data_spec)
+        self.grid = token_grid(cfg, data_spec)  # teacher and student share tubelets, so token i is the same region
+        self.maskers = video_maskers(self.grid)
+
+    @classmethod
+    def validate_config(cls, cfg, fail) -> None:
+        v = cfg.variant
+        if not 0.0 < v.teacher_fraction < 1.0:
+            fail("variant.teacher_fraction", f"is {v.teacher_fraction}", "use a share strictly between 0 and 1, e.g. 0.2")
+        if v.teacher_model not in VIT_SIZES:
+            fail("variant.teacher_model", f"is {v.teacher_model!r}", f"use one of {', '.join(VIT_SIZES)}")
+        size = teacher_size(v)
+        if size.dim % size.heads:
+            fail("variant.teacher_heads", f"({size.heads}) does not divide the teacher dim ({size.dim})",
+                 "set variant.teacher_heads / variant.teacher_dim so heads divide dim")
+        for prefix in ("decoder", "pred"):
+            dim, heads = v[f"{prefix}_dim"], v[f"{prefix}_heads"]
+            if dim % heads:
+                fail(f"variant.{prefix}_heads", f"({heads}) does not divide variant.{prefix}_dim ({dim})",
+                     "pick heads that divide dim")
+
+    def stage_fraction(self, stage: str) -> float:
+        fraction = float(self.cfg.variant.teacher_fraction)
+        if stage == "teacher":
+            return fraction
+        if stage == "student":
+            return 1.0 - fraction
+        raise ValueError(f"SALT has stages {self.stages}, not {stage!r}")
+
+    # --- networks ---------------------------------------------------------------------
+    def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
+        if stage == "teacher":
+            return self.build_teacher()
+        if stage == "student":
+            return self.build_student(previous)
+        raise ValueError(f"SALT has stages {self.stages}, not {stage!r}")
+
+    def build_teacher(self) -> nn.ModuleDict:
+        v, channels = self.cfg.variant, self.data_spec.channels
+        teacher = make_encoder(teacher_size(v), self.grid, channels)
+        pixels_per_token = channels * self.grid.tubelet * self.grid.patch**2
+        decoder = Predictor(self.grid, teacher.dim, int(v.decoder_dim), int(v.decoder_depth), int(v.decoder_heads),
+                            out_dim=pixels_per_token)
+        return nn.ModuleDict({"teacher": teacher, "decoder": decoder})
+
+    def build_student(self, previous: nn.ModuleDict | None) -> nn.ModuleDict:
+        """Student + predictor, and a frozen copy of the trained teacher (kept here so checkpoints hold it)."""
+        if previous is None or "teacher" not in previous:
+            raise ValueError(
+                "SALT stage 'student' needs the trained teacher from stage 'teacher', but got "
+                f"{'nothing' if previous is None else sorted(previous.keys())}. "
+                "Fix: run both stages (keep variant.teacher_fraction between 0 and 1)"
+            )
+        v = self.cfg.variant
+        teacher = frozen_copy(previous["teacher"]).eval()
+        student = make_encoder(self.cfg.model, self.grid, self.data_spec.channels)
+        predictor = Predictor(self.grid, student.dim, int(v.pred_dim), int(v.pred_depth), int(v.pred_heads),
+                              out_dim=teacher.dim)
+        return nn.ModuleDict({"student": student, "predictor": predictor, "teacher": teacher})
+
+    # --- losses -----------------------------------------------------------------------
+    def draw_masks(self, video: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """One (context, target) index pair per V-JEPA mask family, on the clip's device."""
+        pairs = []
+        for masker in self.maskers:
+            masks = masker(video.size(0), self.generator)
+            pairs.append((masks.context.to(video.device), masks.target.to(video.device)))
+        return pairs
+
+    def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        video = batch[self.data_spec.input_key]
+        if stage == "teacher":
+            losses = self.pixel_losses(modules, video)
+        elif stage == "student":
+            losses = self.latent_losses(modules, video)
+        else:
+            raise ValueError(f"SALT has stages {self.stages}, not {stage!r}")
+        return {"loss": torch.stack(losses).mean(), "loss_short": losses[0].detach(), "loss_long": losses[1].detach()}
+
+    def pixel_losses(self, modules: nn.ModuleDict, video: Tensor) -> list[Tensor]:
+        """Teacher stage: reconstruct the normalised pixels of masked tubelets from visible ones."""
+        pixels = normalize_patches(patchify(video, self.grid.tubelet, self.grid.patch))
+        losses = []
+        for ctx, tgt in self.draw_masks(video):
+            pred = modules["decoder"](modules["teacher"](video, keep=ctx), ctx, tgt)
+            losses.append(masked_pixel_loss(pred, pixels, tgt))
+        return losses
+
+    def latent_losses(self, modules: nn.ModuleDict, video: Tensor) -> list[Tensor]:
+        """Student stage: predict the frozen teacher's layer-normed latents of masked tubelets."""
+        target = self.teacher_targets(modules["teacher"], video)
+        losses = []
+        for ctx, tgt in self.draw_masks(video):
+            pred = modules["predictor"](modules["student"](video, keep=ctx), ctx, tgt)
+            losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), L1))
+        return losses
+
+    @staticmethod
+    def teacher_targets(teacher: nn.Module, video: Tensor) -> Tensor:
+        """The frozen teacher on the full clip: no graph, eval mode (the probe may have flipped it to train)."""
+        teacher.eval()
+        with torch.no_grad():
+            target = teacher(video)
+            return F.layer_norm(target, target.shape[-1:])
+
+    def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
+        """The student's tokens once it exists, else the teacher's (a teacher-only evaluation)."""
+        encoder = modules["student"] if "student" in modules else modules["teacher"]
+        return encoder(batch[self.data_spec.input_key])
