@@ -21,9 +21,10 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -101,14 +102,19 @@ class MovingShapesConfig:
 
     def fingerprint(self) -> str:
         """Short hash of the config; a new value means the cache must be rebuilt."""
-        payload = {"generator_version": GENERATOR_VERSION, **asdict(self)}
-        text = json.dumps(payload, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return _config_fingerprint(self, GENERATOR_VERSION)
 
 
-def _require(condition: bool, message: str) -> None:
+def _config_fingerprint(cfg, generator_version: int) -> str:
+    """Short hash of a dataset config together with the version of the code drawing it."""
+    payload = {"generator_version": generator_version, **asdict(cfg)}
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _require(condition: bool, message: str, owner: str = "MovingShapesConfig") -> None:
     if not condition:
-        raise ValueError(f"MovingShapesConfig: {message}")
+        raise ValueError(f"{owner}: {message}")
 
 
 # --------------------------------------------------------------------------
@@ -288,14 +294,16 @@ def generate_moving_shapes(
 
 
 # --------------------------------------------------------------------------
-# Moving shapes: on-disk cache
+# On-disk cache shared by the generated datasets
 # --------------------------------------------------------------------------
 
+# Makes clips ``start .. start+count-1`` of a split, as named arrays of equal length.
+ChunkGenerator = Callable[[str, int, int], dict[str, np.ndarray]]
 
-def moving_shapes_dir(cfg: MovingShapesConfig, root: Path | None = None) -> Path:
-    """Where the dataset for ``cfg`` lives (whether or not it has been generated)."""
+
+def _dataset_dir(kind: str, fingerprint: str, root: Path | None) -> Path:
     base = Path(root) if root is not None else data_root()
-    return base / "moving_shapes" / cfg.fingerprint()
+    return base / kind / fingerprint
 
 
 def _is_complete(dataset_dir: Path, fingerprint: str) -> bool:
@@ -315,30 +323,115 @@ def _replace_atomically(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _write_split(cfg: MovingShapesConfig, dataset_dir: Path, split: str, total: int) -> list[str]:
+def _write_split(
+    generate: ChunkGenerator, shard_size: int, dataset_dir: Path, split: str, total: int
+) -> list[str]:
     names = []
-    for k, start in enumerate(range(0, total, cfg.shard_size)):
-        arrays = generate_moving_shapes(cfg, split, start, min(cfg.shard_size, total - start))
+    for k, start in enumerate(range(0, total, shard_size)):
+        arrays = generate(split, start, min(shard_size, total - start))
         name = f"{split}-{k:05d}.npz"
         _replace_atomically(dataset_dir / name, lambda handle: np.savez(handle, **arrays))
         names.append(name)
     return names
 
 
-def _write_dataset(cfg: MovingShapesConfig, dataset_dir: Path) -> None:
+def _write_dataset(cfg, dataset_dir: Path, generate: ChunkGenerator, extra_meta: Mapping) -> None:
+    """Shards of every split, then meta.json last, so that it marks a complete dataset.
+
+    ``cfg`` is a dataset config: a dataclass with ``num_train``, ``num_val``,
+    ``shard_size`` and ``fingerprint()``.
+    """
     counts = {"train": cfg.num_train, "val": cfg.num_val}
-    shards = {split: _write_split(cfg, dataset_dir, split, counts[split]) for split in SPLITS}
+    shards = {
+        split: _write_split(generate, cfg.shard_size, dataset_dir, split, counts[split])
+        for split in SPLITS
+    }
     meta = {
         "fingerprint": cfg.fingerprint(),
-        "generator_version": GENERATOR_VERSION,
         "config": asdict(cfg),
         "counts": counts,
         "shards": shards,
-        "shape_classes": list(SHAPE_CLASSES),
-        "num_directions": NUM_DIRECTIONS,
+        **extra_meta,
     }
     text = json.dumps(meta, indent=2, sort_keys=True).encode()
     _replace_atomically(dataset_dir / META_FILE, lambda handle: handle.write(text))
+
+
+def _ensure_dataset(dataset_dir: Path, fingerprint: str, write: Callable[[Path], None]) -> Path:
+    """Run ``write(dataset_dir)`` unless a complete copy exists; return the directory.
+
+    Concurrent callers (several workers starting at once) serialise on a file
+    lock: one generates, the others wait and then reuse its output.
+    """
+    if _is_complete(dataset_dir, fingerprint):
+        return dataset_dir
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dataset_dir / ".lock")):
+        if not _is_complete(dataset_dir, fingerprint):
+            write(dataset_dir)
+    return dataset_dir
+
+
+def _read_meta(path: Path, kind: str, hint: str) -> dict:
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"No complete {kind} dataset at {path} ({META_FILE} is missing). "
+            f"Generate it with `{hint}`."
+        )
+    return json.loads(meta_path.read_text())
+
+
+def _empty_split(config: Mapping, arrays: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
+    frames, size = config["frames"], config["size"]
+    empty = {name: np.empty(0, dtype=dtype) for name, dtype in arrays.items()}
+    return {"video": np.empty((0, frames, size, size, 3), dtype=np.uint8), **empty}
+
+
+def _load_split(
+    path: Path, split: str, arrays: Mapping[str, np.dtype], kind: str, hint: str
+) -> dict[str, np.ndarray]:
+    """``video`` plus the per-clip ``arrays`` of one split, checked against meta.json."""
+    path = Path(path)
+    meta = _read_meta(path, kind, hint)
+    if split not in meta["shards"]:
+        raise ValueError(f"Unknown split {split!r} in {path}; available: {sorted(meta['shards'])}")
+    keys = ("video", *arrays)
+    parts = []
+    for name in meta["shards"][split]:
+        with np.load(path / name, allow_pickle=False) as shard:
+            parts.append({key: shard[key] for key in keys})
+    if not parts:
+        return _empty_split(meta["config"], arrays)
+    loaded = {key: np.concatenate([part[key] for part in parts]) for key in keys}
+    expected = meta["counts"][split]
+    if len(loaded["video"]) != expected:
+        raise ValueError(
+            f"{path}: split {split!r} has {len(loaded['video'])} clips, meta.json says {expected}; "
+            f"delete the directory and rerun `{hint}`."
+        )
+    return loaded
+
+
+# --------------------------------------------------------------------------
+# Moving shapes: on-disk cache
+# --------------------------------------------------------------------------
+
+_MOVING_SHAPES_ARRAYS = {"shape": np.dtype(np.int64), "motion": np.dtype(np.int64)}
+
+
+def moving_shapes_dir(cfg: MovingShapesConfig, root: Path | None = None) -> Path:
+    """Where the dataset for ``cfg`` lives (whether or not it has been generated)."""
+    return _dataset_dir("moving_shapes", cfg.fingerprint(), root)
+
+
+def _write_moving_shapes(cfg: MovingShapesConfig, dataset_dir: Path) -> None:
+    extra_meta = {
+        "generator_version": GENERATOR_VERSION,
+        "shape_classes": list(SHAPE_CLASSES),
+        "num_directions": NUM_DIRECTIONS,
+    }
+    _write_dataset(cfg, dataset_dir, partial(generate_moving_shapes, cfg), extra_meta)
 
 
 def ensure_moving_shapes(cfg: MovingShapesConfig, root: Path | None = None) -> Path:
@@ -347,56 +440,13 @@ def ensure_moving_shapes(cfg: MovingShapesConfig, root: Path | None = None) -> P
     Concurrent callers (several workers starting at once) serialise on a file
     lock: one generates, the others wait and then reuse its output.
     """
-    dataset_dir = moving_shapes_dir(cfg, root)
-    fingerprint = cfg.fingerprint()
-    if _is_complete(dataset_dir, fingerprint):
-        return dataset_dir
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dataset_dir / ".lock")):
-        if not _is_complete(dataset_dir, fingerprint):
-            _write_dataset(cfg, dataset_dir)
-    return dataset_dir
-
-
-def _read_meta(path: Path) -> dict:
-    meta_path = path / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"No complete moving_shapes dataset at {path} ({META_FILE} is missing). "
-            f"Generate it with `{MAKE_HINT}`."
-        )
-    return json.loads(meta_path.read_text())
-
-
-def _empty_split(config: Mapping) -> dict[str, np.ndarray]:
-    frames, size = config["frames"], config["size"]
-    return {
-        "video": np.empty((0, frames, size, size, 3), dtype=np.uint8),
-        "shape": np.empty(0, dtype=np.int64),
-        "motion": np.empty(0, dtype=np.int64),
-    }
+    write = partial(_write_moving_shapes, cfg)
+    return _ensure_dataset(moving_shapes_dir(cfg, root), cfg.fingerprint(), write)
 
 
 def load_moving_shapes(path: Path, split: str) -> dict[str, np.ndarray]:
     """All clips of ``split`` from a dataset directory made by ``ensure_moving_shapes``."""
-    path = Path(path)
-    meta = _read_meta(path)
-    if split not in meta["shards"]:
-        raise ValueError(f"Unknown split {split!r} in {path}; available: {sorted(meta['shards'])}")
-    parts = []
-    for name in meta["shards"][split]:
-        with np.load(path / name, allow_pickle=False) as shard:
-            parts.append({key: shard[key] for key in ("video", "shape", "motion")})
-    if not parts:
-        return _empty_split(meta["config"])
-    arrays = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    expected = meta["counts"][split]
-    if len(arrays["shape"]) != expected:
-        raise ValueError(
-            f"{path}: split {split!r} has {len(arrays['shape'])} clips, meta.json says {expected}; "
-            f"delete the directory and rerun `{MAKE_HINT}`."
-        )
-    return arrays
+    return _load_split(path, split, _MOVING_SHAPES_ARRAYS, "moving_shapes", MAKE_HINT)
 
 
 # --------------------------------------------------------------------------
@@ -414,10 +464,22 @@ def clip_to_tensor(frames: np.ndarray) -> torch.Tensor:
     return _normalise(video.float() / 255.0).contiguous()
 
 
-class VideoClips(Dataset):
-    """Moving-shapes arrays (from ``load_moving_shapes``) as a torch dataset."""
+MOVING_SHAPES_NUM_CLASSES = {"shape": len(SHAPE_CLASSES), "motion": NUM_DIRECTIONS}
 
-    def __init__(self, arrays: Mapping[str, np.ndarray]):
+
+class VideoClips(Dataset):
+    """Generated clip arrays (``video`` plus integer labels) as a torch dataset.
+
+    ``num_classes`` names the label arrays to serve, in order, with their class
+    counts; the default serves moving shapes (from ``load_moving_shapes``).
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        num_classes: Mapping[str, int] = MOVING_SHAPES_NUM_CLASSES,
+    ):
+        self._num_classes = dict(num_classes)
         missing = {"video", *self.labels} - set(arrays)
         if missing:
             raise KeyError(f"VideoClips needs arrays {sorted(missing)}")
@@ -429,11 +491,11 @@ class VideoClips(Dataset):
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return ("shape", "motion")
+        return tuple(self._num_classes)
 
     @property
     def num_classes(self) -> dict[str, int]:
-        return {"shape": len(SHAPE_CLASSES), "motion": NUM_DIRECTIONS}
+        return dict(self._num_classes)
 
     def __len__(self) -> int:
         return len(self._video)
@@ -590,3 +652,262 @@ class Mp4Clips(Dataset):
         video = _resize(video.permute(0, 3, 1, 2).float(), self.size)
         video = _normalise(video.permute(1, 0, 2, 3) / 255.0).contiguous()
         return {"video": video, "label": torch.tensor(label, dtype=torch.int64)}
+
+
+# --------------------------------------------------------------------------
+# dm_control clips: configuration
+# --------------------------------------------------------------------------
+
+# Bump when the simulation or rendering code changes so cached datasets are regenerated.
+DMC_GENERATOR_VERSION = 1
+DMC_HINT = "envs.video.ensure_dmc_clips(DmcClipsConfig(...))"
+
+
+@dataclass(frozen=True)
+class DmcDomain:
+    """Which task of a dm_control domain is simulated and how its forward position is read."""
+
+    task: str
+    body: str
+    # Side cameras of the legged domains track the centre of mass of ``body``'s
+    # subtree, so that is the motion the video shows (as the floor sliding by).
+    # Cartpole's camera is fixed and the cart itself is what visibly slides.
+    centre_of_mass: bool
+
+
+DMC_DOMAINS = {
+    "walker": DmcDomain("walk", "torso", centre_of_mass=True),
+    "cheetah": DmcDomain("run", "torso", centre_of_mass=True),
+    "hopper": DmcDomain("hop", "torso", centre_of_mass=True),
+    "cartpole": DmcDomain("swingup", "cart", centre_of_mass=False),
+}
+
+MOTION_CLASSES = ("backward", "still", "forward")
+# Mean forward speed over the clip (m/s, +x is forward) below which a clip counts
+# as still. Under the random policy below and the default config this splits
+# clips of every domain roughly into thirds.
+STILL_SPEED = 0.25
+
+# Smooth random policy: an Ornstein-Uhlenbeck process pulled towards a random
+# per-episode bias. The persistent push moves bodies somewhere, forwards or
+# backwards, where independent per-step noise would only make them jitter.
+ACTION_REVERSION = 0.15
+ACTION_NOISE = 0.3
+ACTION_BIAS_MAX = 0.5
+
+# Frames are rendered this many times larger and box-filtered down: cheap antialiasing.
+RENDER_SUPERSAMPLING = 2
+# Without shadows and floor reflections software rendering is ~4x faster, and at
+# 32 pixels they add little.
+RENDER_FLAGS = {"shadow": False, "reflection": False}
+
+
+@dataclass
+class DmcClipsConfig:
+    """Everything that determines the dm_control clip dataset, bit for bit (per GL backend)."""
+
+    domains: tuple[str, ...] = ("walker", "cheetah", "hopper", "cartpole")
+    num_train: int = 512
+    num_val: int = 128
+    frames: int = 8
+    size: int = 32
+    frame_skip: int = 2  # control steps (action repeats) between rendered frames
+    warmup_steps: int = 20  # random control steps before the first frame, so bodies move
+    seed: int = 0
+    shard_size: int = 256
+
+    def __post_init__(self) -> None:
+        self.domains = tuple(self.domains)  # lists arrive from YAML; tuples keep the config hashable
+        unknown = sorted(set(self.domains) - set(DMC_DOMAINS))
+        _require_dmc(len(self.domains) > 0, "domains must not be empty")
+        _require_dmc(not unknown, f"unknown domains {unknown}; known: {sorted(DMC_DOMAINS)}")
+        _require_dmc(len(set(self.domains)) == len(self.domains), "domains must be distinct")
+        _require_dmc(self.num_train >= 0 and self.num_val >= 0, "clip counts must be >= 0")
+        _require_dmc(self.frames >= 2, "frames must be >= 2: motion needs two frames")
+        _require_dmc(self.size >= 8, "size must be >= 8 pixels")
+        _require_dmc(self.frame_skip >= 1, "frame_skip must be >= 1")
+        _require_dmc(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        _require_dmc(self.seed >= 0, "seed must be >= 0")
+        _require_dmc(self.shard_size >= 1, "shard_size must be >= 1")
+
+    def fingerprint(self) -> str:
+        """Short hash of the config; a new value means the cache must be rebuilt."""
+        return _config_fingerprint(self, DMC_GENERATOR_VERSION)
+
+
+def _require_dmc(condition: bool, message: str) -> None:
+    _require(condition, message, owner="DmcClipsConfig")
+
+
+def dmc_num_classes(cfg: DmcClipsConfig) -> dict[str, int]:
+    """Label names and class counts of the dm_control clips, for ``VideoClips``."""
+    return {"domain": len(cfg.domains), "motion": len(MOTION_CLASSES)}
+
+
+# --------------------------------------------------------------------------
+# dm_control clips: simulation and rendering
+# --------------------------------------------------------------------------
+
+
+def _default_gl_backend() -> str:
+    """EGL renders on the GPU; without CUDA, OSMesa renders on the CPU (needs libosmesa6)."""
+    return "egl" if torch.cuda.is_available() else "osmesa"
+
+
+def _dm_control_suite():
+    """Import dm_control lazily: it picks its GL backend from MUJOCO_GL at first import."""
+    os.environ.setdefault("MUJOCO_GL", _default_gl_backend())
+    from dm_control import suite
+
+    return suite
+
+
+class _Environments:
+    """One dm_control environment per domain, loaded on first use and freed by ``close``.
+
+    Reusing an environment, and so its GL context, across clips is far cheaper
+    than loading one per clip. Freeing the contexts explicitly avoids the errors
+    dm_control prints when they are left for interpreter exit.
+    """
+
+    def __init__(self) -> None:
+        self._loaded = {}
+
+    def __getitem__(self, domain: str):
+        if domain not in self._loaded:
+            # No time limit: an episode must never end (and reset) in the middle of a clip.
+            task_kwargs = {"time_limit": float("inf")}
+            suite = _dm_control_suite()
+            self._loaded[domain] = suite.load(domain, DMC_DOMAINS[domain].task, task_kwargs=task_kwargs)
+        return self._loaded[domain]
+
+    def close(self) -> None:
+        for env in self._loaded.values():
+            env.physics.free()
+        self._loaded.clear()
+
+
+class _SmoothRandomActions:
+    """Ornstein-Uhlenbeck actions around a random per-episode bias, within [-1, 1].
+
+    All suite tasks used here take actions in [-1, 1].
+    """
+
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, ...]):
+        self._rng = rng
+        self._bias = rng.uniform(-ACTION_BIAS_MAX, ACTION_BIAS_MAX, size=shape)
+        self._action = rng.uniform(-1.0, 1.0, size=shape)
+
+    def __call__(self) -> np.ndarray:
+        pull = ACTION_REVERSION * (self._bias - self._action)
+        noise = ACTION_NOISE * self._rng.normal(size=self._action.shape)
+        self._action = np.clip(self._action + pull + noise, -1.0, 1.0)
+        return self._action
+
+
+def _forward_position(physics, domain: str) -> float:
+    """x coordinate (forward is +x) of what the camera shows moving."""
+    spec = DMC_DOMAINS[domain]
+    positions = physics.named.data.subtree_com if spec.centre_of_mass else physics.named.data.xpos
+    return float(positions[spec.body, "x"])
+
+
+def _render_frame(physics, size: int) -> np.ndarray:
+    """Camera 0 as uint8 [size, size, 3], rendered larger and box-filtered down."""
+    scale = RENDER_SUPERSAMPLING
+    image = physics.render(size * scale, size * scale, camera_id=0, render_flag_overrides=RENDER_FLAGS)
+    pooled = image.reshape(size, scale, size, scale, 3).mean(axis=(1, 3))
+    return np.rint(pooled).astype(np.uint8)
+
+
+def _motion_class(speed: float) -> int:
+    """Index into ``MOTION_CLASSES`` for a mean forward speed in m/s."""
+    if speed <= -STILL_SPEED:
+        return 0
+    if speed >= STILL_SPEED:
+        return 2
+    return 1
+
+
+def _simulate_clip(env, domain: str, rng: np.random.Generator, cfg: DmcClipsConfig) -> tuple[np.ndarray, float]:
+    """Run one random episode; returns uint8 frames [T, H, W, 3] and the mean forward speed."""
+    env.task.random.seed(int(rng.integers(2**31)))  # the task draws the initial pose from it
+    env.reset()
+    actions = _SmoothRandomActions(rng, env.action_spec().shape)
+    for _ in range(cfg.warmup_steps):
+        env.step(actions())
+    start = _forward_position(env.physics, domain)
+    frames = [_render_frame(env.physics, cfg.size)]
+    for _ in range(cfg.frames - 1):
+        for _ in range(cfg.frame_skip):
+            env.step(actions())
+        frames.append(_render_frame(env.physics, cfg.size))
+    duration = (cfg.frames - 1) * cfg.frame_skip * env.control_timestep()
+    return np.stack(frames), (_forward_position(env.physics, domain) - start) / duration
+
+
+def generate_dmc_clips(cfg: DmcClipsConfig, split: str, start: int, count: int) -> dict[str, np.ndarray]:
+    """Clips ``start .. start+count-1`` of ``split``, each from its own random episode.
+
+    Returns ``video`` uint8 [count, T, H, W, 3], ``domain`` int64 [count] (index
+    into ``cfg.domains``), ``motion`` int64 [count] (index into ``MOTION_CLASSES``)
+    and ``speed`` float32 [count], the mean forward speed in m/s that ``motion``
+    thresholds at ``STILL_SPEED``. Every clip has its own random stream, so any
+    chunking of a split (across processes, say) gives the same clips.
+    """
+    if start < 0 or count < 0:
+        raise ValueError(f"start and count must be >= 0, got start={start}, count={count}")
+    video = np.empty((count, cfg.frames, cfg.size, cfg.size, 3), dtype=np.uint8)
+    domain = np.empty(count, dtype=np.int64)
+    speed = np.empty(count, dtype=np.float32)
+    with closing(_Environments()) as environments:
+        for offset in range(count):
+            rng = _clip_rng(cfg.seed, split, start + offset)
+            domain[offset] = rng.integers(len(cfg.domains))
+            name = cfg.domains[domain[offset]]
+            video[offset], speed[offset] = _simulate_clip(environments[name], name, rng, cfg)
+    motion = np.array([_motion_class(value) for value in speed], dtype=np.int64)
+    return {"video": video, "domain": domain, "motion": motion, "speed": speed}
+
+
+# --------------------------------------------------------------------------
+# dm_control clips: on-disk cache and torch dataset
+# --------------------------------------------------------------------------
+
+_DMC_ARRAYS = {
+    "domain": np.dtype(np.int64),
+    "motion": np.dtype(np.int64),
+    "speed": np.dtype(np.float32),
+}
+
+
+def dmc_clips_dir(cfg: DmcClipsConfig, root: Path | None = None) -> Path:
+    """Where the dataset for ``cfg`` lives (whether or not it has been generated)."""
+    return _dataset_dir("dmc_clips", cfg.fingerprint(), root)
+
+
+def _write_dmc_clips(cfg: DmcClipsConfig, dataset_dir: Path) -> None:
+    _dm_control_suite()  # settles MUJOCO_GL before it is recorded
+    extra_meta = {
+        "generator_version": DMC_GENERATOR_VERSION,
+        "domains": {name: DMC_DOMAINS[name].task for name in cfg.domains},
+        "motion_classes": list(MOTION_CLASSES),
+        "still_speed": STILL_SPEED,
+        "mujoco_gl": os.environ.get("MUJOCO_GL"),
+    }
+    _write_dataset(cfg, dataset_dir, partial(generate_dmc_clips, cfg), extra_meta)
+
+
+def ensure_dmc_clips(cfg: DmcClipsConfig, root: Path | None = None) -> Path:
+    """Generate the dataset for ``cfg`` unless a complete copy exists; return its directory.
+
+    Same storage and guarantees as ``ensure_moving_shapes``: shards, meta.json
+    written last, and a file lock so concurrent callers generate it once.
+    """
+    write = partial(_write_dmc_clips, cfg)
+    return _ensure_dataset(dmc_clips_dir(cfg, root), cfg.fingerprint(), write)
+
+
+def load_dmc_clips(path: Path, split: str) -> dict[str, np.ndarray]:
+    """All clips of ``split`` from a dataset directory made by ``ensure_dmc_clips``."""
+    return _load_split(path, split, _DMC_ARRAYS, "dmc_clips", DMC_HINT)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import warnings
+from itertools import combinations
 from typing import Any, Iterable
 
 import numpy as np
@@ -17,9 +18,12 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.stats import linregress
 
 RUN_COLUMNS = ("run_id", "variant", "stage", "status", "error")
 FLOPS_TOTAL = "flops_total"
+FLOPS_AMORTIZED = "flops_amortized"
+FLOPS_FULL = "flops_full"
 ALL_RUNS_LABEL = "all"
 _LOWER_IS_BETTER_HINTS = ("loss", "err", "mse", "mae", "nll", "ppl", "perplex", "time", "wall")
 
@@ -235,18 +239,23 @@ def plottable_rows(df: pl.DataFrame, x: str, y: str) -> pl.DataFrame:
     )
 
 
-def _seed_means(rows: pl.DataFrame, x: str, y: str) -> pl.DataFrame:
-    """Mean and standard error over rows sharing an x (seeds of one setting)."""
+def seed_stats(rows: pl.DataFrame, keys: list[str], y: str) -> pl.DataFrame:
+    """Mean, standard error and count of y over rows sharing the keys (seeds of one setting)."""
     return (
-        rows.group_by(x)
+        rows.group_by(keys)
         .agg(
             pl.col(y).cast(pl.Float64).mean().alias("mean"),
             pl.col(y).cast(pl.Float64).std().fill_null(0.0).alias("std"),
             pl.len().alias("n"),
         )
         .with_columns((pl.col("std") / pl.col("n").cast(pl.Float64).sqrt()).alias("sem"))
-        .sort(x)
+        .sort(keys)
     )
+
+
+def _seed_means(rows: pl.DataFrame, x: str, y: str) -> pl.DataFrame:
+    """Mean and standard error over rows sharing an x (seeds of one setting)."""
+    return seed_stats(rows, [x], y)
 
 
 def _draw_fit(axes, x_values: np.ndarray, fit: dict, accuracy: bool, color) -> None:
@@ -309,3 +318,234 @@ def plot_metric_vs_flops(
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=120)
+
+
+# ---- report panels: shared ------------------------------------------------------
+
+
+def absent_columns(df: pl.DataFrame, columns: Iterable[str | None]) -> list[str]:
+    """Requested columns the table lacks, so a panel can say what is missing instead of raising."""
+    return [c for c in dict.fromkeys(columns) if c is not None and c not in df.columns]
+
+
+def numeric_rows(df: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Rows where every column holds a finite number, those columns cast to Float64.
+
+    Config columns can mix types across runs (stored as text then); a value that is
+    not a number drops its row rather than failing the whole panel.
+    """
+    names = list(dict.fromkeys(columns))
+    cast = df.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in names])
+    return cast.filter(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() for c in names]))
+
+
+def with_cost_columns(table: pl.DataFrame, teacher_flops: str) -> pl.DataFrame:
+    """Amortized FLOPs leave out a reused teacher (already paid for); full FLOPs charge it to the student."""
+    teacher = pl.col(teacher_flops).cast(pl.Float64, strict=False).fill_nan(None).fill_null(0.0)
+    return table.with_columns(
+        pl.col(FLOPS_TOTAL).alias(FLOPS_AMORTIZED),
+        (pl.col(FLOPS_TOTAL) + teacher).alias(FLOPS_FULL),
+    )
+
+
+def _new_axes(figure: Figure, rows: int = 1, columns: int = 1, index: int = 1):
+    axes = figure.add_subplot(rows, columns, index)
+    axes.grid(True, which="both", alpha=0.3)
+    return axes
+
+
+def _blank_figure(size: tuple[float, float]) -> Figure:
+    figure = Figure(figsize=size)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_figure(figure: Figure, path) -> None:
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+# ---- report panels: IsoFLOP ------------------------------------------------------
+
+
+def isoflop_stats(df: pl.DataFrame, budget: str, fraction: str, y: str) -> pl.DataFrame:
+    """Mean and standard error of y over seeds in each (budget, fraction) cell."""
+    return seed_stats(numeric_rows(df, [budget, fraction, y]), [budget, fraction], y)
+
+
+def best_fraction_per_budget(stats: pl.DataFrame, budget: str, fraction: str, higher: bool) -> pl.DataFrame:
+    """Per budget run at two or more fractions: best fraction, its mean y, the worst fraction's mean y.
+
+    Ties go to the smaller fraction, so the table is stable across report runs.
+    """
+    ranked = stats.sort([budget, "mean", fraction], descending=[False, higher, False])
+    per_budget = ranked.group_by(budget, maintain_order=True).agg(
+        pl.col(fraction).first().alias("best_fraction"),
+        pl.col("mean").first().alias("best_y"),
+        pl.col("mean").last().alias("worst_y"),
+        pl.col("n").first().alias("n_seeds"),
+        pl.len().alias("n_fractions"),
+    )
+    return per_budget.filter(pl.col("n_fractions") >= 2).rename({budget: "budget"})
+
+
+def plot_isoflop(stats: pl.DataFrame, best: pl.DataFrame, budget: str, fraction: str, y: str, path, title: str) -> None:
+    """One curve of y against the fraction per total budget; a star marks each budget's best fraction."""
+    figure = _blank_figure((7, 4.5))
+    axes = _new_axes(figure)
+    budgets = sorted(set(best.get_column("budget").to_list()))
+    colors = {value: f"C{index % 10}" for index, value in enumerate(budgets)}
+    for value in budgets:
+        rows = stats.filter(pl.col(budget) == value).sort(fraction)
+        axes.errorbar(
+            rows.get_column(fraction).to_numpy(), rows.get_column("mean").to_numpy(),
+            yerr=rows.get_column("sem").to_numpy(), marker="o", capsize=3,
+            color=colors[value], label=f"{budget} = {value:.3g}",
+        )
+    for index, (value, best_fraction, best_y) in enumerate(best.select("budget", "best_fraction", "best_y").iter_rows()):
+        axes.scatter(
+            [best_fraction], [best_y], marker="*", s=260, color=colors[value], edgecolors="black",
+            zorder=4, label="best fraction" if index == 0 else None,
+        )
+    axes.set_xlabel(fraction)
+    axes.set_ylabel(f"{y} (mean over seeds, ± s.e.)")
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    _save_figure(figure, path)
+
+
+# ---- report panels: teacher quality ---------------------------------------------
+
+
+def teacher_quality_fit(df: pl.DataFrame, teacher_y: str, y: str) -> dict | None:
+    """Least-squares line of student y on teacher y (None below 3 runs or 2 distinct teacher values).
+
+    The slope answers whether a better teacher buys a better student; near 0 means robust.
+    """
+    points = numeric_rows(df, [teacher_y, y])
+    teacher = points.get_column(teacher_y).to_numpy()
+    if points.height < 3 or np.unique(teacher).size < 2:
+        return None
+    result = linregress(teacher, points.get_column(y).to_numpy())
+    return {
+        "slope": float(result.slope), "slope_stderr": float(result.stderr),
+        "intercept": float(result.intercept), "r": float(result.rvalue), "p": float(result.pvalue),
+        "n": points.height,
+    }
+
+
+def plot_teacher_quality(
+    df: pl.DataFrame, teacher_y: str, y: str, group: str | None, fit: dict, fit_label: str, path, title: str
+) -> None:
+    """Student y against teacher y per run, coloured by group, with the fitted line."""
+    points = numeric_rows(df, [teacher_y, y])
+    labels = group_labels(points, group)
+    points = points.with_columns(pl.Series("_label", labels, dtype=pl.String))
+    figure = _blank_figure((7, 4.5))
+    axes = _new_axes(figure)
+    for index, label in enumerate(sorted(set(labels))):
+        rows = points.filter(pl.col("_label") == label)
+        axes.scatter(
+            rows.get_column(teacher_y).to_numpy(), rows.get_column(y).to_numpy(),
+            color=f"C{index % 10}", label=label if group is not None else "runs", alpha=0.8,
+        )
+    grid = np.linspace(points.get_column(teacher_y).min(), points.get_column(teacher_y).max(), 50)
+    axes.plot(grid, fit["intercept"] + fit["slope"] * grid, color="black", linestyle="--", label=fit_label)
+    axes.set_xlabel(f"teacher: {teacher_y}")
+    axes.set_ylabel(f"student: {y}")
+    axes.set_title(title)
+    axes.legend(fontsize="small", title=group)
+    _save_figure(figure, path)
+
+
+# ---- report panels: Pareto per method ------------------------------------------
+
+
+def method_points(df: pl.DataFrame, by: str, x: str, y: str, extra: Iterable[str] = ()) -> pl.DataFrame:
+    """Rows of methods with positive finite x and finite y (and extra numbers); method label in "_method"."""
+    labelled = df.filter(pl.col(by).is_not_null())
+    points = numeric_rows(labelled, [x, y, *extra]).filter(pl.col(x) > 0)
+    return points.with_columns(pl.Series("_method", group_labels(points, by), dtype=pl.String))
+
+
+def fit_methods(points: pl.DataFrame, x: str, y: str) -> dict[str, dict | None]:
+    """Power-law fit of each method's error (1 - y for accuracies) against x."""
+    return fit_groups(points, x, y, "_method")
+
+
+def _best_per_budget(points: pl.DataFrame, method: str, budget: str, y: str, higher: bool) -> pl.DataFrame:
+    rows = points.filter(pl.col("_method") == method)
+    best = pl.col(y).max() if higher else pl.col(y).min()
+    return rows.group_by(budget).agg(best.alias("best"))
+
+
+def method_dominance(points: pl.DataFrame, budget: str, y: str, higher: bool) -> list[dict]:
+    """For each pair of methods: at budgets both ran, how often each has the better best y.
+
+    Measured FLOPs differ slightly between methods at one nominal budget, so runs are
+    matched on the budget column, and each method's best run (over seeds and other
+    settings) at that budget represents it.
+    """
+    methods = sorted(set(points.get_column("_method").to_list()))
+    outcomes = []
+    for first, second in combinations(methods, 2):
+        joined = _best_per_budget(points, first, budget, y, higher).join(
+            _best_per_budget(points, second, budget, y, higher), on=budget, suffix="_other"
+        )
+        sign = 1.0 if higher else -1.0
+        margin = (joined.get_column("best") - joined.get_column("best_other")).to_numpy() * sign
+        outcomes.append({
+            "first": first, "second": second, "shared": joined.height,
+            "first_wins": int(np.sum(margin > 0)), "second_wins": int(np.sum(margin < 0)),
+            "ties": int(np.sum(margin == 0)),
+        })
+    return outcomes
+
+
+def _draw_method_frontier(axes, rows: pl.DataFrame, x: str, y: str, color, linestyle: str, label: str | None) -> None:
+    mode = "max" if higher_is_better(y) else "min"
+    frontier = pareto_frontier(rows, x, y, mode)
+    axes.step(
+        frontier.get_column(x).to_numpy(), frontier.get_column(y).to_numpy(),
+        where="post", color=color, linestyle=linestyle, linewidth=1.5, label=label,
+    )
+
+
+def _draw_method(axes, rows: pl.DataFrame, x: str, y: str, full_x: str | None, fit: dict | None, color, method: str) -> None:
+    """Points, frontier and fit of one method; with full_x also its teacher-charged frontier, dotted."""
+    axes.scatter(rows.get_column(x).to_numpy(), rows.get_column(y).to_numpy(), color=color, alpha=0.5, s=18)
+    _draw_method_frontier(axes, rows, x, y, color, "-", method)
+    if fit is not None:
+        _, accuracy = fit_error(y, rows.get_column(y).to_list())
+        _draw_fit(axes, rows.get_column(x).to_numpy(), fit, accuracy, color)
+    if full_x is None:
+        return
+    charged = rows.filter(pl.col(full_x) > pl.col(x))
+    if charged.height:
+        axes.scatter(
+            charged.get_column(full_x).to_numpy(), charged.get_column(y).to_numpy(),
+            facecolors="none", edgecolors=color, alpha=0.7, s=18,
+        )
+        _draw_method_frontier(axes, charged, full_x, y, color, ":", f"{method} (full, incl. teacher)")
+
+
+def plot_pareto(
+    points_by_y: dict[str, pl.DataFrame], x: str, by: str, fits: dict[str, dict[str, dict | None]],
+    full_x: str | None, path, title: str,
+) -> None:
+    """One subplot per y: each method's runs, Pareto frontier (step) and power-law fit (dashed), log x."""
+    methods = sorted({m for points in points_by_y.values() for m in points.get_column("_method").to_list()})
+    colors = {method: f"C{index % 10}" for index, method in enumerate(methods)}
+    figure = _blank_figure((6 * len(points_by_y), 4.5))
+    for index, (y, points) in enumerate(points_by_y.items(), start=1):
+        axes = _new_axes(figure, 1, len(points_by_y), index)
+        for method in sorted(set(points.get_column("_method").to_list())):
+            rows = points.filter(pl.col("_method") == method)
+            _draw_method(axes, rows, x, y, full_x, fits[y].get(method), colors[method], method)
+        axes.set_xscale("log")
+        axes.set_xlabel(x if full_x is None else f"{x} (solid: amortized, dotted: full)")
+        axes.set_ylabel(y)
+        axes.set_title(f"{title}: {y}")
+        axes.legend(fontsize="small", title=by)
+    _save_figure(figure, path)

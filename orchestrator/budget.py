@@ -75,14 +75,32 @@ def plan_stage(stage: str, flops_per_step: float, fraction: float, budget_flops:
     return StagePlan(stage, flops_per_step, min(candidates))
 
 
+def selected_stages(variant: Variant, cfg) -> list[str]:
+    """The variant's stages, narrowed by `train.stages` (e.g. [teacher] trains only a SALT teacher)."""
+    wanted = list(cfg.train.get("stages") or [])
+    unknown = [s for s in wanted if s not in variant.stages]
+    if unknown:
+        raise BudgetError(
+            f"train.stages names {unknown}, but variant {cfg.variant.name!r} has stages {list(variant.stages)}. "
+            "Fix: list only those, or leave train.stages empty for all"
+        )
+    return [s for s in variant.stages if not wanted or s in wanted]
+
+
 def plan_run(variant_cls: type[Variant], cfg, spec: DataSpec) -> list[StagePlan]:
-    """Plan every stage of a run before it starts (also how budgets are validated)."""
+    """Plan every stage of a run before it starts (also how budgets are validated).
+
+    Stage shares of the budget are renormalised over the stages that run.
+    """
     world = int(cfg.train.num_workers)
-    plans, previous = [], None
     variant = variant_cls(cfg, spec)
-    for stage in variant_cls.stages:
+    stages = selected_stages(variant, cfg)
+    total_share = sum(variant.stage_fraction(s) for s in stages)
+    plans, previous = [], None
+    for stage in stages:
         per_worker = measure_step_flops(variant_cls, cfg, spec, stage, int(cfg.train.batch_size), previous)
-        plans.append(plan_stage(stage, per_worker * world, variant.stage_fraction(stage), cfg.budget.flops, cfg.budget.steps))
+        share = variant.stage_fraction(stage) / total_share
+        plans.append(plan_stage(stage, per_worker * world, share, cfg.budget.flops, cfg.budget.steps))
         with torch.device("meta"):
             previous = variant.build(stage, previous)
     return plans

@@ -62,10 +62,12 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU; or fp32 / bf16
     compile: bool = False
     checkpoint_every: int = 50
-    log_every: int = 10
+    log_every: int = 10  # steps between rows in the results store and dashboard gauges
+    report_interval_s: float = 5.0  # at most one report to Ray Train / Tune per interval (plus checkpoints)
     eval_every: int = 0  # 0 = evaluate once, at the end
     inline: str = "auto"  # run a one-worker trial inside the Tune trial process (no worker group)
     max_failures: int = 0
+    stages: list[str] = field(default_factory=list)  # run only these stages (empty = all)
 
 
 @dataclass

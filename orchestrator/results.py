@@ -250,6 +250,22 @@ class ResultsStore:
         text = yaml.safe_dump(spec, sort_keys=False).encode()
         self._write_atomically(self._path(sweep_name), "sweep.yaml", lambda stream: stream.write(text))
 
+    def save_artifact(self, sweep: str, run_id: str, name: str, data: bytes) -> str:
+        """Keep a file a later run can reuse (e.g. a trained SALT teacher); returns its path/URI."""
+        directory = self._path(_resolve_sweep(sweep), "stages", _safe_filename_part(run_id))
+        self._write_atomically(directory, name, lambda stream: stream.write(data))
+        return self.artifact_location(f"{directory}/{name}")
+
+    def artifact_location(self, path: str) -> str:
+        return path if self.is_local else f"{self._display_root}/{path[len(self.root):].lstrip('/')}"
+
+    def artifacts(self, sweep: str, name: str) -> list[str]:
+        """Every run's artifact called `name` in a sweep, oldest run first."""
+        base = self._path(_resolve_sweep(sweep), "stages")
+        selector = pafs.FileSelector(base, allow_not_found=True, recursive=True)
+        found = [info for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File and info.base_name == name]
+        return [self.artifact_location(info.path) for info in sorted(found, key=lambda i: (i.mtime_ns or 0, i.path))]
+
     # ---- reads -------------------------------------------------------------
 
     def sweeps(self) -> list[str]:

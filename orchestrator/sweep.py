@@ -20,8 +20,9 @@ from orchestrator import registry
 from orchestrator.budget import BudgetError, plan_run
 from orchestrator.config import GROUPS, ConfigError, compose_run, format_override
 
-TOP_KEYS = {"name", "description", "base", "space", "search", "scheduler", "resources", "report", "smoke"}
+TOP_KEYS = {"name", "description", "base", "per_variant", "space", "search", "scheduler", "resources", "report", "smoke"}
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
+ARTIFACTS = "stages_of"  # {stages_of: [sweep, stage]}: a grid over the stage files another sweep saved
 ALGORITHMS = {"grid", "random", "optuna"}
 RESOURCE_KEYS = {"workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent_trials"}
 SCHEDULER_KEYS = {"name", "time_attr", "metric", "mode", "max_t", "grace_period", "reduction_factor"}
@@ -44,6 +45,7 @@ class Sweep:
     resources: dict[str, Any]
     report: dict[str, Any]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    per_variant: dict[str, list[str]] = field(default_factory=dict)  # extra overrides when a trial uses that variant
 
     @property
     def grid_size(self) -> int:
@@ -70,14 +72,15 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool =
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SweepError(f"{source}: `name` must be a word of letters, digits, _ . - (got {name!r}). Fix: name: my_sweep")
     base = _base_overrides(raw.get("base") or {}, source) + list(overrides)
-    space = _check_space(raw.get("space") or {}, source)
+    space = _expand_artifacts(_check_space(raw.get("space") or {}, source), _storage_of(base), source)
     search = _check_search(raw.get("search") or {}, space, source)
     resources = _check_resources(raw.get("resources") or {}, source)
     scheduler = _check_scheduler(raw.get("scheduler"), search, source)
     report = raw.get("report") or {}
     if not isinstance(report, dict):
         raise SweepError(f"{source}: `report` must be a mapping with x, y, group. Fix: report: {{x: flops_total, y: probe_acc}}")
-    sweep = Sweep(name, source, base, space, search, scheduler, resources, report, raw)
+    per_variant = _per_variant_overrides(raw.get("per_variant") or {}, source)
+    sweep = Sweep(name, source, base, space, search, scheduler, resources, report, raw, per_variant)
     _check_trials(sweep)
     return sweep
 
@@ -121,6 +124,23 @@ def _base_overrides(base: dict, source: str) -> list[str]:
     return [format_override(k, v) for k, v in _flatten(base).items()]
 
 
+def _per_variant_overrides(section: dict, source: str) -> dict[str, list[str]]:
+    """`per_variant: {salt: {variant.teacher_fraction: 0.1}}`: keys only one variant has."""
+    if not isinstance(section, dict):
+        raise SweepError(f"{source}: `per_variant` must map variant names to config keys. Fix: per_variant: {{salt: {{...}}}}")
+    unknown = set(section) - set(registry.variants())
+    if unknown:
+        raise SweepError(f"{source}: `per_variant` names unknown variant(s) {sorted(unknown)}. Fix: use {sorted(registry.variants())}")
+    return {name: _base_overrides(keys or {}, source) for name, keys in section.items()}
+
+
+def _trial_variant(base: list[str], params: dict[str, Any]) -> str:
+    if "variant" in params:
+        return str(params["variant"])
+    chosen = [o.split("=", 1)[1] for o in base if o.startswith("variant=")]
+    return chosen[-1] if chosen else "vjepa"
+
+
 def _check_space(space: dict, source: str) -> dict[str, Any]:
     if not isinstance(space, dict):
         raise SweepError(f"{source}: `space` must map config keys to lists or samplers. Fix: space: {{optim.lr: [1e-3, 3e-4]}}")
@@ -132,6 +152,11 @@ def _check_space(space: dict, source: str) -> dict[str, Any]:
                 raise SweepError(f"{source}: `{where}` is an empty list. Fix: give at least one value")
         elif isinstance(values, dict) and len(values) == 1:
             (sampler, args), = values.items()
+            if sampler == ARTIFACTS:
+                if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, str) for a in args)):
+                    raise SweepError(f"{source}: `{where}.{ARTIFACTS}` needs [sweep, stage]. Fix: {ARTIFACTS}: [salt_teachers, teacher]")
+                checked[key] = values
+                continue
             arity = SAMPLERS.get(sampler, -1)
             if arity == -1:
                 raise SweepError(f"{source}: `{where}` uses unknown sampler {sampler!r}. Fix: use one of {sorted(SAMPLERS)}")
@@ -145,6 +170,31 @@ def _check_space(space: dict, source: str) -> dict[str, Any]:
             raise SweepError(f"{source}: `{where}` must be a list (grid) or one sampler such as {{loguniform: [a, b]}}")
         checked[key] = values
     return checked
+
+
+def _storage_of(overrides: list[str]) -> str:
+    values = [o.split("=", 1)[1].strip("'\"") for o in overrides if o.startswith("storage=")]
+    storage = values[-1] if values else "runs"
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def _expand_artifacts(space: dict[str, Any], storage: str, source: str) -> dict[str, Any]:
+    """Turn {stages_of: [sweep, stage]} into a grid over that sweep's saved stage files."""
+    from orchestrator.results import ResultsStore
+
+    expanded = {}
+    for key, values in space.items():
+        if isinstance(values, dict) and ARTIFACTS in values:
+            sweep, stage = values[ARTIFACTS]
+            files = ResultsStore(storage).artifacts(sweep, f"{stage}.pt")
+            if not files:
+                raise SweepError(
+                    f"{source}: `space.{key}` asks for the {stage!r} stages of sweep {sweep!r}, but {storage}/{sweep} "
+                    f"has none. Fix: run that sweep first (`jepa sweep sweeps/{sweep}.yaml`) with the same --storage"
+                )
+            values = files
+        expanded[key] = values
+    return expanded
 
 
 def _check_search(search: dict, space: dict, source: str) -> dict[str, Any]:
@@ -193,7 +243,8 @@ def trial_overrides(sweep: Sweep, params: dict[str, Any]) -> list[str]:
         f"train.cpus_per_worker={resources['cpus_per_worker']}",
         f"train.use_gpu={'true' if resources['gpus_per_worker'] else 'false'}",
     ]
-    return fixed + sweep.base + [format_override(k, v) for k, v in params.items()]
+    variant_keys = sweep.per_variant.get(_trial_variant(sweep.base, params), [])
+    return fixed + sweep.base + variant_keys + [format_override(k, v) for k, v in params.items()]
 
 
 def _corner_params(sweep: Sweep) -> list[dict[str, Any]]:

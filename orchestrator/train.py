@@ -8,6 +8,7 @@ restore -> for each stage: build, wrap, optimise until the stage's budget -> eva
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import time
@@ -160,6 +161,15 @@ def probe_datasets(entry, cfg) -> dict:
     return sets
 
 
+def agreed(flag: bool, distributed: bool, device: torch.device) -> bool:
+    """Rank 0's decision, shared: every worker must call report the same number of times."""
+    if not distributed:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
 def mean_over_workers(scalars: dict[str, torch.Tensor], distributed: bool) -> dict[str, float]:
     """Logged scalars averaged over data-parallel workers (one all-reduce)."""
     names = list(scalars)
@@ -211,6 +221,7 @@ def train_loop(payload: dict) -> dict:
     flops_total, previous, last = 0.0, None, {}
     started = time.perf_counter()
     timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}  # where a trial's time goes (bench/)
+    last_report = started
 
     for stage_index, plan in enumerate(plans):
         stage, is_last_stage = plan.stage, stage_index == len(plans) - 1
@@ -263,6 +274,7 @@ def train_loop(payload: dict) -> dict:
                        "wall_s": time.perf_counter() - started,
                        "samples_per_s": window_steps * cfg.train.batch_size * session.world_size / max(elapsed, 1e-9)}
             metrics.update(mean_over_workers(out, distributed))
+            metrics.update(variant.inherited)
             if peak:
                 metrics["mfu"] = per_worker_flops * window_steps / max(elapsed, 1e-9) / peak
             if eval_now and rank0:
@@ -278,19 +290,34 @@ def train_loop(payload: dict) -> dict:
             if rank0:
                 rows.extend(_metric_rows(metrics))
                 gauges.publish(metrics)
-            with contextlib.ExitStack() as stack:
-                ckpt_path = None
-                if ckpt_now and rank0:
-                    ckpt_path = stack.enter_context(checkpoint_dir())
-                    save_state(ckpt_path, modules, optimizer, stage_index, step + 1, flops_total, metrics["wall_s"])
-                    store.append_metrics(run_id, cfg.sweep, rows)
-                    rows = []
-                session.report(metrics, ckpt_path)
+            # Ray's report waits for its controller, so it is rate-limited; the store gets every row.
+            report_now = ckpt_now or eval_now or agreed(time.perf_counter() - last_report >= cfg.train.report_interval_s, distributed, device)
+            if report_now:
+                with contextlib.ExitStack() as stack:
+                    ckpt_path = None
+                    if ckpt_now and rank0:
+                        ckpt_path = stack.enter_context(checkpoint_dir())
+                        save_state(ckpt_path, modules, optimizer, stage_index, step + 1, flops_total, metrics["wall_s"])
+                        store.append_metrics(run_id, cfg.sweep, rows)
+                        rows = []
+                    session.report(metrics, ckpt_path)
+                last_report = time.perf_counter()
             last = metrics
             window_start, window_steps = time.perf_counter(), 0
+        if rank0 and stage != variant.stages[-1]:  # a later run may reuse it (SALT teachers)
+            export_stage(store, cfg, run_id, stage, modules, plan.flops, last)
         previous = modules
         state = None
     return last
+
+
+def export_stage(store: ResultsStore, cfg, run_id: str, stage: str, modules: nn.ModuleDict, flops: float, metrics: dict) -> str:
+    """Save a finished intermediate stage with what it cost and how good it was."""
+    buffer = io.BytesIO()
+    torch.save({"modules": {k: v.detach().cpu() for k, v in modules.state_dict().items()}, "config": to_plain(cfg),
+                "stage": stage, "run_id": run_id, "flops": flops,
+                "metrics": {k.removeprefix(f"{stage}/"): v for k, v in metrics.items() if isinstance(v, (int, float))}}, buffer)
+    return store.save_artifact(cfg.sweep, run_id, f"{stage}.pt", buffer.getvalue())
 
 
 UNPREFIXED = ("stage", "step", "flops_total", "wall_s", "final", "setup_s", "train_s", "eval_s")
@@ -352,7 +379,7 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
     """Run one config to completion, recording running -> finished | failed in the results store."""
     store = ResultsStore(cfg.storage)
     plain = to_plain(cfg)
-    record = dict(sweep=cfg.sweep, variant=cfg.variant.name, stage="+".join(registry.variant(cfg.variant.name).stages), config=plain)
+    record = dict(sweep=cfg.sweep, variant=cfg.variant.name, stage="+".join(cfg.train.stages or registry.variant(cfg.variant.name).stages), config=plain)
     started = time.time()
     store.record_run(run_id, status="running", started_at=started, **record)
     try:

@@ -180,3 +180,41 @@ def test_teacher_fraction_outside_zero_one_is_rejected(tmp_path):
         salt_cfg(tmp_path, "variant.teacher_fraction=1.5")
     with pytest.raises(ConfigError, match="variant.teacher_heads"):
         salt_cfg(tmp_path, "variant.teacher_heads=5")
+
+
+def test_teacher_saved_by_one_run_is_reused_by_another(tmp_path, data_root):
+    """train.stages=[teacher] trains and saves a teacher; a student run reuses it and inherits its cost."""
+    teacher_cfg = salt_cfg(tmp_path, "train.stages=[teacher]", "sweep=teachers")
+    out = train_loop({"config": to_plain(teacher_cfg), "run_id": "t0", "session": "local"})
+    assert out["stage"] == "teacher" and 0.0 <= out["probe_acc"] <= 1.0
+    (path,) = ResultsStore(tmp_path).artifacts("teachers", "teacher.pt")
+    saved = torch.load(path, weights_only=True)
+    assert saved["flops"] == pytest.approx(out["flops_total"]) and "probe_acc" in saved["metrics"]
+
+    student_cfg = salt_cfg(tmp_path, f"variant.teacher_checkpoint={path}", "sweep=students")
+    variant = SALT(student_cfg, DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4}))
+    assert variant.stages == ("student",) and variant.inherited["teacher_flops"] == saved["flops"]
+    assert variant.inherited["teacher/probe_acc"] == saved["metrics"]["probe_acc"]
+    modules = variant.build("student")
+    teacher_weights = {k: v for k, v in saved["modules"].items() if k.startswith("teacher.")}
+    for name, value in modules["teacher"].state_dict().items():
+        assert torch.equal(value, teacher_weights[f"teacher.{name}"])
+    result = train_loop({"config": to_plain(student_cfg), "run_id": "s0", "session": "local"})
+    assert result["stage"] == "student" and result["teacher_flops"] == saved["flops"]
+    (student_plan,) = plan_run(SALT, student_cfg, SPEC)
+    assert result["flops_total"] == pytest.approx(student_plan.flops)  # its own FLOPs; the teacher's are inherited
+
+
+def test_missing_reused_teacher_fails_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="variant.teacher_checkpoint.*does not exist.*teacher sweep first"):
+        salt_cfg(tmp_path, f"variant.teacher_checkpoint={tmp_path}/absent/teacher.pt")
+
+
+def test_sweep_over_teachers_of_a_sweep_that_never_ran_fails_clearly(tmp_path):
+    from orchestrator.sweep import SweepError, load_sweep
+
+    sweep_file = tmp_path / "students.yaml"
+    sweep_file.write_text("name: students\nbase: {variant: salt, budget.steps: 2}\n"
+                          "space: {variant.teacher_checkpoint: {stages_of: [salt_teachers, teacher]}}\n")
+    with pytest.raises(SweepError, match="run that sweep first"):
+        load_sweep(sweep_file, [f"storage={tmp_path}"])

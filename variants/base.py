@@ -36,8 +36,16 @@ class Variant:
     Config: ClassVar[type]
     stages: ClassVar[tuple[str, ...]] = ("main",)
 
+    # Numbers about parts this run reuses from other runs, logged with its own metrics: e.g. a
+    # reused SALT teacher's cost ("teacher_flops", so reports can show costs with and without
+    # it) and quality ("teacher/probe_acc").
+    inherited: dict[str, float] = {}
+
     def __init__(self, cfg: Any, data_spec: DataSpec):
-        """`cfg` is the whole run config (`cfg.variant` is this variant's Config)."""
+        """`cfg` is the whole run config (`cfg.variant` is this variant's Config).
+
+        A variant may narrow `self.stages` here (SALT with a reused teacher has only "student").
+        """
         self.cfg = cfg
         self.data_spec = data_spec
         self.generator = torch.Generator().manual_seed(int(cfg.seed))

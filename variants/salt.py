@@ -11,6 +11,7 @@ teacher per step, and the teacher can be much smaller than the student.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -40,6 +41,9 @@ class SALTConfig:
     pred_dim: int = 96  # latent predictor of the student stage
     pred_depth: int = 4
     pred_heads: int = 3
+    # Reuse a teacher trained by another run (the `teacher.pt` its teacher stage saved): the
+    # run then has only the student stage, and the teacher's cost is reported as inherited.
+    teacher_checkpoint: str = ""
 
 
 class ViTSize(NamedTuple):
@@ -50,8 +54,8 @@ class ViTSize(NamedTuple):
 
 def teacher_size(v) -> ViTSize:
     """The teacher preset with any non-zero override applied."""
-    dim, depth, heads = VIT_SIZES[v.teacher_model]
-    return ViTSize(int(v.teacher_dim) or dim, int(v.teacher_depth) or depth, int(v.teacher_heads) or heads)
+    dim, depth, heads = VIT_SIZES[v["teacher_model"]]
+    return ViTSize(int(v["teacher_dim"]) or dim, int(v["teacher_depth"]) or depth, int(v["teacher_heads"]) or heads)
 
 
 def patchify(video: Tensor, tubelet: int, patch: int) -> Tensor:
@@ -78,6 +82,25 @@ def masked_pixel_loss(pred: Tensor, pixel_targets: Tensor, target_idx: Tensor) -
     return F.mse_loss(pred.float(), gather_tokens(pixel_targets, target_idx).float())
 
 
+def load_teacher_checkpoint(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_teacher_checkpoint(cfg, fail) -> None:
+    """A reused teacher must exist, be a SALT teacher, and cut clips into the same tubelets."""
+    path = Path(cfg.variant.teacher_checkpoint)
+    if not path.is_file():
+        fail("variant.teacher_checkpoint", f"points at {str(path)!r}, which does not exist",
+             "run the teacher sweep first (its runs save <storage>/<sweep>/stages/<run>/teacher.pt) or fix the path")
+    saved = load_teacher_checkpoint(str(path))
+    if saved.get("stage") != "teacher" or saved.get("config", {}).get("variant", {}).get("name") != "salt":
+        fail("variant.teacher_checkpoint", f"({path}) is not a SALT teacher stage", "point it at a teacher.pt saved by a SALT run")
+    model = saved["config"]["model"]
+    if (model["patch"], model["tubelet"]) != (cfg.model.patch, cfg.model.tubelet):
+        fail("variant.teacher_checkpoint", f"was trained with patch {model['patch']}/tubelet {model['tubelet']}",
+             f"set model.patch={model['patch']} model.tubelet={model['tubelet']} so student and teacher tokens align")
+
+
 class SALT(Variant):
     name = "salt"
     Config = SALTConfig
@@ -87,6 +110,11 @@ class SALT(Variant):
         super().__init__(cfg, data_spec)
         self.grid = token_grid(cfg, data_spec)  # teacher and student share tubelets, so token i is the same region
         self.maskers = video_maskers(self.grid)
+        self.reused_teacher = load_teacher_checkpoint(cfg.variant.teacher_checkpoint) if cfg.variant.teacher_checkpoint else None
+        if self.reused_teacher is not None:
+            self.stages = ("student",)
+            self.inherited = {"teacher_flops": float(self.reused_teacher["flops"]),
+                              **{f"teacher/{k}": v for k, v in self.reused_teacher["metrics"].items() if k.startswith("probe_acc")}}
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
@@ -95,6 +123,9 @@ class SALT(Variant):
             fail("variant.teacher_fraction", f"is {v.teacher_fraction}", "use a share strictly between 0 and 1, e.g. 0.2")
         if v.teacher_model not in VIT_SIZES:
             fail("variant.teacher_model", f"is {v.teacher_model!r}", f"use one of {', '.join(VIT_SIZES)}")
+        if v.teacher_checkpoint:
+            check_teacher_checkpoint(cfg, fail)
+            return
         size = teacher_size(v)
         if size.dim % size.heads:
             fail("variant.teacher_heads", f"({size.heads}) does not divide the teacher dim ({size.dim})",
@@ -131,6 +162,8 @@ class SALT(Variant):
 
     def build_student(self, previous: nn.ModuleDict | None) -> nn.ModuleDict:
         """Student + predictor, and a frozen copy of the trained teacher (kept here so checkpoints hold it)."""
+        if previous is None and self.reused_teacher is not None:
+            previous = nn.ModuleDict({"teacher": self.rebuild_reused_teacher()})
         if previous is None or "teacher" not in previous:
             raise ValueError(
                 "SALT stage 'student' needs the trained teacher from stage 'teacher', but got "
@@ -143,6 +176,16 @@ class SALT(Variant):
         predictor = Predictor(self.grid, student.dim, int(v.pred_dim), int(v.pred_depth), int(v.pred_heads),
                               out_dim=teacher.dim)
         return nn.ModuleDict({"student": student, "predictor": predictor, "teacher": teacher})
+
+    def rebuild_reused_teacher(self) -> nn.Module:
+        """The saved teacher, with the architecture of the run that trained it."""
+        saved = self.reused_teacher
+        teacher = make_encoder(teacher_size(saved["config"]["variant"]), self.grid, self.data_spec.channels)
+        prefix = "teacher."
+        weights = {k[len(prefix):]: v for k, v in saved["modules"].items() if k.startswith(prefix)}
+        if next(teacher.parameters()).device.type != "meta":
+            teacher.load_state_dict(weights)
+        return teacher
 
     # --- losses -----------------------------------------------------------------------
     def draw_masks(self, video: Tensor) -> list[tuple[Tensor, Tensor]]:
