@@ -9,8 +9,12 @@ Two sources live here:
   comparing frames, so a probe on frozen features tells whether an encoder
   models time rather than single images.
 * **Mp4 clips**: real videos listed in a V-JEPA style CSV (``<path> <label>``).
+* **dm_control clips**: MuJoCo bodies (walker, cheetah, ...) driven by a smooth
+  random policy and rendered headless, labelled by domain (readable from one
+  frame: a sanity label) and by whether the body moves backward, stays or moves
+  forward (readable only across frames).
 
-Both datasets yield ``float32`` video tensors shaped ``[3, T, H, W]``, scaled to
+All datasets yield ``float32`` video tensors shaped ``[3, T, H, W]``, scaled to
 ``[0, 1]`` and then normalised with mean ``NORM_MEAN`` and std ``NORM_STD``.
 """
 
@@ -717,7 +721,7 @@ class DmcClipsConfig:
     shard_size: int = 256
 
     def __post_init__(self) -> None:
-        self.domains = tuple(self.domains)  # lists arrive from YAML; tuples keep the config hashable
+        self.domains = tuple(self.domains)  # lists arrive from YAML; a tuple keeps it hashable
         unknown = sorted(set(self.domains) - set(DMC_DOMAINS))
         _require_dmc(len(self.domains) > 0, "domains must not be empty")
         _require_dmc(not unknown, f"unknown domains {unknown}; known: {sorted(DMC_DOMAINS)}")
@@ -777,8 +781,8 @@ class _Environments:
         if domain not in self._loaded:
             # No time limit: an episode must never end (and reset) in the middle of a clip.
             task_kwargs = {"time_limit": float("inf")}
-            suite = _dm_control_suite()
-            self._loaded[domain] = suite.load(domain, DMC_DOMAINS[domain].task, task_kwargs=task_kwargs)
+            task = DMC_DOMAINS[domain].task
+            self._loaded[domain] = _dm_control_suite().load(domain, task, task_kwargs=task_kwargs)
         return self._loaded[domain]
 
     def close(self) -> None:
@@ -815,7 +819,8 @@ def _forward_position(physics, domain: str) -> float:
 def _render_frame(physics, size: int) -> np.ndarray:
     """Camera 0 as uint8 [size, size, 3], rendered larger and box-filtered down."""
     scale = RENDER_SUPERSAMPLING
-    image = physics.render(size * scale, size * scale, camera_id=0, render_flag_overrides=RENDER_FLAGS)
+    side = size * scale
+    image = physics.render(side, side, camera_id=0, render_flag_overrides=RENDER_FLAGS)
     pooled = image.reshape(size, scale, size, scale, 3).mean(axis=(1, 3))
     return np.rint(pooled).astype(np.uint8)
 
@@ -829,7 +834,9 @@ def _motion_class(speed: float) -> int:
     return 1
 
 
-def _simulate_clip(env, domain: str, rng: np.random.Generator, cfg: DmcClipsConfig) -> tuple[np.ndarray, float]:
+def _simulate_clip(
+    env, domain: str, rng: np.random.Generator, cfg: DmcClipsConfig
+) -> tuple[np.ndarray, float]:
     """Run one random episode; returns uint8 frames [T, H, W, 3] and the mean forward speed."""
     env.task.random.seed(int(rng.integers(2**31)))  # the task draws the initial pose from it
     env.reset()
@@ -846,7 +853,9 @@ def _simulate_clip(env, domain: str, rng: np.random.Generator, cfg: DmcClipsConf
     return np.stack(frames), (_forward_position(env.physics, domain) - start) / duration
 
 
-def generate_dmc_clips(cfg: DmcClipsConfig, split: str, start: int, count: int) -> dict[str, np.ndarray]:
+def generate_dmc_clips(
+    cfg: DmcClipsConfig, split: str, start: int, count: int
+) -> dict[str, np.ndarray]:
     """Clips ``start .. start+count-1`` of ``split``, each from its own random episode.
 
     Returns ``video`` uint8 [count, T, H, W, 3], ``domain`` int64 [count] (index

@@ -403,7 +403,8 @@ def plot_isoflop(stats: pl.DataFrame, best: pl.DataFrame, budget: str, fraction:
             yerr=rows.get_column("sem").to_numpy(), marker="o", capsize=3,
             color=colors[value], label=f"{budget} = {value:.3g}",
         )
-    for index, (value, best_fraction, best_y) in enumerate(best.select("budget", "best_fraction", "best_y").iter_rows()):
+    stars = best.select("budget", "best_fraction", "best_y").iter_rows()
+    for index, (value, best_fraction, best_y) in enumerate(stars):
         axes.scatter(
             [best_fraction], [best_y], marker="*", s=260, color=colors[value], edgecolors="black",
             zorder=4, label="best fraction" if index == 0 else None,
@@ -512,7 +513,9 @@ def _draw_method_frontier(axes, rows: pl.DataFrame, x: str, y: str, color, lines
     )
 
 
-def _draw_method(axes, rows: pl.DataFrame, x: str, y: str, full_x: str | None, fit: dict | None, color, method: str) -> None:
+def _draw_method(
+    axes, rows: pl.DataFrame, x: str, y: str, full_x: str | None, fit: dict | None, color, method: str
+) -> None:
     """Points, frontier and fit of one method; with full_x also its teacher-charged frontier, dotted."""
     axes.scatter(rows.get_column(x).to_numpy(), rows.get_column(y).to_numpy(), color=color, alpha=0.5, s=18)
     _draw_method_frontier(axes, rows, x, y, color, "-", method)

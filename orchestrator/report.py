@@ -209,13 +209,14 @@ def _analysis_sections(store, sweep, finished, x, y, group) -> tuple[list[str], 
 
 @dataclass(frozen=True)
 class _PanelContext:
-    """What every panel needs: where images go, the finished runs and the report's y."""
+    """What every panel needs: where images go, the finished runs, the report's y and cost columns."""
 
     directory: str
     sweep: str
     finished: pl.DataFrame
     y: str
     has_cost: bool
+    teacher_flops: str
 
 
 def _panel_options(section: dict, key: str) -> tuple[dict | None, list[str]]:
@@ -257,7 +258,8 @@ def _isoflop_section(ctx: _PanelContext, options: dict) -> list[str]:
     missing = analysis.absent_columns(ctx.finished, [budget, fraction, y])
     if missing:
         return [*lines, _missing_line("IsoFLOP", ctx.finished, missing), ""]
-    stats = analysis.isoflop_stats(ctx.finished, budget, fraction, y)
+    own_teacher, reused_note = _without_reused_teachers(ctx)
+    stats = analysis.isoflop_stats(own_teacher, budget, fraction, y)
     best = analysis.best_fraction_per_budget(stats, budget, fraction, analysis.higher_is_better(y))
     if best.height == 0:
         return [*lines, f"Too few points for the IsoFLOP panel: no `{budget}` has finished runs with `{y}` "
@@ -277,10 +279,24 @@ def _isoflop_section(ctx: _PanelContext, options: dict) -> list[str]:
         f"![IsoFLOP {y}]({image})", "",
         "Best fraction per budget:", "",
         markdown_table(table), "",
+        *reused_note,
     ]
     if skipped:
         lines += [f"{skipped} budget(s) with a single `{fraction}` value left out.", ""]
     return lines
+
+
+def _without_reused_teachers(ctx: _PanelContext) -> tuple[pl.DataFrame, list[str]]:
+    """Runs that trained their own teacher: a reused teacher's run keeps a fraction in its
+    config that split nobody's budget, so it must not sit on an IsoFLOP curve."""
+    if ctx.teacher_flops not in ctx.finished.columns:
+        return ctx.finished, []
+    reused = pl.col(ctx.teacher_flops).cast(pl.Float64, strict=False).fill_null(0.0) > 0
+    count = ctx.finished.filter(reused).height
+    if count == 0:
+        return ctx.finished, []
+    note = f"{count} run(s) with a reused teacher (`{ctx.teacher_flops}` > 0) left out of the IsoFLOP curves."
+    return ctx.finished.filter(~reused), [note, ""]
 
 
 def _slope_text(fit: dict) -> str:
@@ -345,7 +361,8 @@ def _dominance_sentence(y: str, budget: str, outcome: dict) -> str:
         return f"`{y}`: `{first}` and `{second}` share no `{budget}` value, so they are not compared."
     where = f"of the {shared} budget(s) (`{budget}`) where both have finished runs"
     if outcome["first_wins"] == outcome["second_wins"]:
-        return f"`{y}`: neither `{first}` nor `{second}` dominates: each is better at {outcome['first_wins']} {where} (tied at {ties})."
+        wins = outcome["first_wins"]
+        return f"`{y}`: neither `{first}` nor `{second}` dominates: each is better at {wins} {where} (tied at {ties})."
     winner, loser, wins, losses = (
         (first, second, outcome["first_wins"], outcome["second_wins"])
         if outcome["first_wins"] > outcome["second_wins"]
@@ -447,6 +464,11 @@ def _panel_sections(ctx: _PanelContext, section: dict) -> list[str]:
     return lines
 
 
+def _teacher_flops_column(section: dict) -> str:
+    options, _ = _panel_options(section, "cost")
+    return (options or {}).get("teacher_flops", DEFAULT_TEACHER_FLOPS)
+
+
 def _apply_cost(table: pl.DataFrame, section: dict) -> tuple[pl.DataFrame, list[str]]:
     options, notes = _panel_options(section, "cost")
     if options is None:
@@ -473,7 +495,9 @@ def write_report(root, sweep: str, x: str | None = None, y: str | None = None, g
     cost_columns = tuple(c for c in (analysis.FLOPS_AMORTIZED, analysis.FLOPS_FULL) if c in table.columns)
     finished = table.filter(pl.col("status") == "finished")
     plot_and_fits, frontier = _analysis_sections(store, sweep, finished, x, y, group)
-    context = _PanelContext(store.sweep_dir(sweep), sweep, finished, y, bool(cost_columns))
+    context = _PanelContext(
+        store.sweep_dir(sweep), sweep, finished, y, bool(cost_columns), _teacher_flops_column(section)
+    )
     lines = [
         *_summary_section(table, sweep, x, y, group),
         *_runs_section(table, x, y, group, metric_names, cost_columns),

@@ -85,11 +85,22 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool =
     return sweep
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: `1e12` and `5.0e10` are numbers, not the strings YAML 1.1 makes of them."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$|^[-+]?(?:\d+\.\d*|\.\d+)$"),
+    list("-+0123456789."),
+)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise SweepError(f"{path}: no such sweep file. Fix: check the path (sweeps/ holds the shipped ones)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
