@@ -380,4 +380,27 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
             run_config=tune.RunConfig(name="tune", storage_path=path, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
-    return tuner.fit()
+    grid = tuner.fit()
+    settle_statuses(sweep, storage, grid)
+    return grid
+
+
+def settle_statuses(sweep: Sweep, storage: str, grid) -> None:
+    """Trials Tune ended from outside (ASHA stops, killed actors) never recorded their end: do it here."""
+    import json
+
+    from orchestrator.results import ResultsStore
+    from orchestrator.train import reached_final_step
+
+    store = ResultsStore(storage)
+    runs = store.runs(sweep.name)
+    open_runs = {row["run_id"]: row for row in runs.filter(status="running").iter_rows(named=True)}
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        row = open_runs.get(f"{sweep.name}-{trial_id}")
+        if row is None:
+            continue
+        status = "failed" if result.error is not None else "finished" if reached_final_step(store, sweep.name, row["run_id"]) else "stopped"
+        store.record_run(row["run_id"], sweep=row["sweep"], variant=row["variant"], stage=row["stage"],
+                         config=json.loads(row["config"]), status=status,
+                         error=str(result.error)[-2000:] if result.error is not None else None, started_at=row["started_at"])

@@ -332,7 +332,7 @@ def _metric_rows(metrics: dict) -> list[dict]:
     """Long-format rows for the results store."""
     base = {"step": int(metrics["step"]), "flops": float(metrics["flops_total"]), "wall_s": float(metrics["wall_s"])}
     return [dict(base, metric=k, value=float(v)) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "flops_total", "wall_s", "final")]
+            if isinstance(v, (int, float)) and k not in ("step", "flops_total", "wall_s") and (k != "final" or v)]
 
 
 # ---------------------------------------------------------------------------- launching
@@ -391,10 +391,16 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
         store.record_run(run_id, status="failed", error=_short_error(err), started_at=started, **record)
         raise
     except BaseException:  # a scheduler (ASHA) or the user stopped it: keep what it logged
-        store.record_run(run_id, status="stopped", started_at=started, **record)
+        status = "finished" if reached_final_step(store, cfg.sweep, run_id) else "stopped"
+        store.record_run(run_id, status=status, started_at=started, **record)
         raise
     store.record_run(run_id, status="finished", started_at=started, **record)
     return result
+
+
+def reached_final_step(store: ResultsStore, sweep: str, run_id: str) -> bool:
+    """The loop logs `final` with its last step; a stop that lands after it is not a cut-short run."""
+    return store.metrics(sweep, run_id).filter(metric="final").height > 0
 
 
 def _short_error(err: BaseException) -> str:

@@ -89,3 +89,31 @@ def test_four_trial_sweep_keeps_finished_results_when_one_trial_fails(ray_sessio
     report = write_report(str(tmp_path), "tiny")
     text = report.read_text()
     assert "NonFiniteLossError" in text and (report.parent / "probe_acc_vs_flops_total.png").exists()
+
+
+ASHA = """
+name: asha
+base: {{variant: vjepa, budget.steps: 12, train.report_interval_s: 0}}
+space:
+  optim.lr: [3.0e-3, 1.0e-3, 1.0e-4, 3.0e-5]   # strong trials first set the bar for the weak ones
+search: {{algorithm: grid, metric: loss, mode: min}}
+scheduler: {{name: asha, time_attr: flops_total, max_t: {max_t}, grace_period: {grace}, reduction_factor: 2}}
+resources: {{workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 2}}
+"""
+
+
+def test_asha_stops_trials_by_flops_spent_and_records_them(ray_session, tmp_path, data_root):
+    import json
+
+    from orchestrator.train import describe_plan
+
+    overrides = tiny_overrides(tmp_path, data_root) + ["train.log_every=1"]
+    per_step = json.loads(describe_plan(compose_run(overrides + ["budget.steps=12"])))[0]["flops_per_step"]
+    text = ASHA.format(max_t=12 * per_step, grace=3 * per_step)
+    sweep = load_sweep(write(tmp_path, text, "asha.yaml"), overrides=overrides)
+    grid = run_sweep(sweep, str(tmp_path))
+    assert len(grid) == 4 and all(r.error is None for r in grid)
+    steps = [r.metrics["step"] for r in grid]
+    assert min(steps) < 12 and max(steps) == 12  # the rung at 3 steps' FLOPs cut a weak trial short
+    statuses = ResultsStore(tmp_path).runs("asha")["status"].to_list()
+    assert "stopped" in statuses and "finished" in statuses and "running" not in statuses
