@@ -664,7 +664,7 @@ class Mp4Clips(Dataset):
 
 # Bump when the simulation or rendering code changes so cached datasets are regenerated.
 DMC_GENERATOR_VERSION = 1
-DMC_HINT = "envs.video.ensure_dmc_clips(DmcClipsConfig(...))"
+DMC_HINT = "jepa data make dmc_clips"
 
 
 @dataclass(frozen=True)
@@ -715,7 +715,7 @@ class DmcClipsConfig:
     num_val: int = 128
     frames: int = 8
     size: int = 32
-    frame_skip: int = 2  # control steps (action repeats) between rendered frames
+    frame_skip: int = 4  # control steps (action repeats) between rendered frames: enough motion to see at 32 px
     warmup_steps: int = 20  # random control steps before the first frame, so bodies move
     seed: int = 0
     shard_size: int = 256

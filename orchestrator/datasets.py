@@ -87,6 +87,41 @@ def video_csv_spec(cfg) -> DataSpec:
     return DataSpec(kind="video", frames=cfg.frames, size=cfg.size, channels=3, num_classes={"label": cfg.num_classes})
 
 
+@dataclass
+class DmcClipsData:
+    """Rendered dm_control clips (walker, cheetah, hopper, cartpole), labelled by domain and motion."""
+
+    name: str = "dmc_clips"
+    domains: list[str] = dataclasses.field(default_factory=lambda: list(video.DMC_DOMAINS))
+    num_train: int = 512
+    num_val: int = 128
+    frames: int = 8
+    size: int = 32
+    frame_skip: int = 4
+    warmup_steps: int = 20
+    seed: int = 0
+    root: str | None = None
+
+
+def _dmc_config(cfg) -> video.DmcClipsConfig:
+    fields = {f.name for f in dataclasses.fields(video.DmcClipsConfig)}
+    return video.DmcClipsConfig(**{k: (tuple(cfg[k]) if k == "domains" else cfg[k]) for k in fields if k in cfg})
+
+
+def prepare_dmc_clips(cfg) -> str:
+    return str(video.ensure_dmc_clips(_dmc_config(cfg), _root(cfg)))
+
+
+def load_dmc_clips(cfg, split: str) -> video.VideoClips:
+    dmc = _dmc_config(cfg)
+    path = video.ensure_dmc_clips(dmc, _root(cfg))
+    return video.VideoClips(video.load_dmc_clips(path, split), num_classes=video.dmc_num_classes(dmc))
+
+
+def dmc_clips_spec(cfg) -> DataSpec:
+    return DataSpec(kind="video", frames=cfg.frames, size=cfg.size, channels=3, num_classes=video.dmc_num_classes(_dmc_config(cfg)))
+
+
 def builtin_datasets() -> list[DatasetEntry]:
     return [
         DatasetEntry(
@@ -96,6 +131,14 @@ def builtin_datasets() -> list[DatasetEntry]:
             prepare_moving_shapes,
             moving_shapes_spec,
             load_moving_shapes,
+        ),
+        DatasetEntry(
+            "dmc_clips",
+            DmcClipsData,
+            "rendered dm_control clips (MuJoCo, headless); labels domain (4) and motion backward/still/forward (3)",
+            prepare_dmc_clips,
+            dmc_clips_spec,
+            load_dmc_clips,
         ),
         DatasetEntry(
             "video_csv",

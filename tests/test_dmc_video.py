@@ -172,7 +172,7 @@ def test_ensure_then_load_roundtrip_without_regeneration(tmp_path, tiny_train, m
 
 
 def test_load_without_dataset_names_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ensure_dmc_clips"):
+    with pytest.raises(FileNotFoundError, match="jepa data make dmc_clips"):
         load_dmc_clips(tmp_path / "nowhere", "train")
 
 
