@@ -14,11 +14,10 @@ import time
 
 import torch
 
-from bench.common import StepTimer, machine
+from bench.common import bare_seconds_per_step, machine, steady_state_seconds_per_step
 from orchestrator import registry
 from orchestrator.budget import measure_bf16_peak, measure_step_flops
 from orchestrator.config import compose_run
-from orchestrator.results import ResultsStore
 from orchestrator.train import launch
 
 
@@ -30,29 +29,6 @@ def config(args, storage: str, extra: list[str] = ()):
         f"train.compile={str(args.compile).lower()}", "variant.pred_dim=384", "variant.pred_depth=12", "variant.pred_heads=12",
         f"train.log_every={args.log_every}", f"train.loader_workers={4 if torch.cuda.is_available() else 0}", "train.checkpoint_every=100000", "eval.epochs=1", "eval.train_clips=16",
         "eval.val_clips=16", f"storage={storage}", *extra])
-
-
-def bare_seconds_per_step(cfg, device: torch.device, warmup: int) -> float:
-    torch.set_num_threads(int(cfg.train.cpus_per_worker))  # as the trainer does
-    entry = registry.dataset(cfg.data.name)
-    spec = entry.spec(cfg.data)
-    variant = registry.variant(cfg.variant.name)(cfg, spec)
-    modules = variant.build("main").to(device)
-    runnable = torch.nn.ModuleDict({k: torch.compile(m) if cfg.train.compile and k != "target_encoder" else m for k, m in modules.items()})
-    opt = torch.optim.AdamW(variant.param_groups(modules, "main"), lr=1e-4, fused=device.type == "cuda")
-    data = entry.load(cfg.data, "train")
-    batch = {k: v.to(device) for k, v in next(iter(torch.utils.data.DataLoader(data, batch_size=cfg.train.batch_size))).items()}
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
-    timer = StepTimer(warmup, sync)
-    for step in range(cfg.budget.steps):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = variant.step(runnable, batch, "main")["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        variant.after_step(modules, step + 1, cfg.budget.steps, "main")
-        timer.tick()
-    return timer.seconds_per_step()
 
 
 def main() -> None:
@@ -82,8 +58,7 @@ def main() -> None:
             launch(config(args, storage, ["train.inline=never", "sweep=mfu"]), "mfu")
             ray_total = time.perf_counter() - t0
             ray.shutdown()
-            rates = ResultsStore(storage).metrics("mfu", "mfu").filter(metric="samples_per_s").sort("step")["value"].to_list()[1:]
-            ray_step = sum(args.batch / r for r in rates) / len(rates)
+            ray_step = steady_state_seconds_per_step(storage, "mfu", "mfu", args.batch)
 
     def rate(seconds: float) -> str:
         achieved = flops / seconds

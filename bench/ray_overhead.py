@@ -15,42 +15,9 @@ import time
 
 import torch
 
-from bench.common import StepTimer, bench_config, machine
-from orchestrator import registry
+from bench.common import bare_seconds_per_step, bench_config, machine, steady_state_seconds_per_step
 from orchestrator.config import to_plain
-from orchestrator.results import ResultsStore
 from orchestrator.train import launch, train_loop
-
-
-def bare_loop(cfg, warmup: int) -> float:
-    torch.set_num_threads(int(cfg.train.cpus_per_worker))
-    entry = registry.dataset(cfg.data.name)
-    spec = entry.spec(cfg.data)
-    variant = registry.variant(cfg.variant.name)(cfg, spec)
-    modules = variant.build("main")
-    opt = torch.optim.AdamW(variant.param_groups(modules, "main"), lr=cfg.optim.lr)
-    loader = torch.utils.data.DataLoader(entry.load(cfg.data, "train"), batch_size=cfg.train.batch_size, shuffle=True, drop_last=True)
-    timer, batches = StepTimer(warmup), iter(loader)
-    for step in range(cfg.budget.steps):
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            batch = next(batches)
-        loss = variant.step(modules, batch, "main")["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        variant.after_step(modules, step + 1, cfg.budget.steps, "main")
-        timer.tick()
-    return timer.seconds_per_step()
-
-
-def steady_state_from_store(storage: str, sweep: str, run_id: str, batch: int, log_every: int) -> float:
-    """Seconds per step from the per-window throughput the loop logs, first window dropped."""
-    rows = ResultsStore(storage).metrics(sweep, run_id).filter(metric="samples_per_s").sort("step")
-    rates = rows["value"].to_list()[1:]
-    return sum(batch / r for r in rates) / len(rates)
 
 
 def main() -> None:
@@ -61,9 +28,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as storage:
         base = [f"budget.steps={args.steps}", f"train.log_every={log_every}", "train.checkpoint_every=40"]
         cfg = bench_config(base + ["sweep=bench_loop"], storage)
-        bare = bare_loop(cfg, warmup=log_every)
+        bare = bare_seconds_per_step(cfg, torch.device("cpu"), warmup=log_every)
         train_loop({"config": to_plain(cfg), "run_id": "loop", "session": "local"})
-        loop = steady_state_from_store(storage, "bench_loop", "loop", cfg.train.batch_size, log_every)
+        loop = steady_state_seconds_per_step(storage, "bench_loop", "loop", cfg.train.batch_size)
 
         import ray
 
@@ -74,7 +41,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = launch(ray_cfg, "ray")
         ray_total = time.perf_counter() - t0
-        ray_step = steady_state_from_store(storage, "bench_ray", "ray", cfg.train.batch_size, log_every)
+        ray_step = steady_state_seconds_per_step(storage, "bench_ray", "ray", cfg.train.batch_size)
         ray.shutdown()
 
     print(f"machine: {machine()}")

@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import ListConfig
+
 from envs import video
 from orchestrator.registry import DatasetEntry
 from variants.base import DataSpec
@@ -14,23 +16,39 @@ class MissingDatasetError(FileNotFoundError):
     pass
 
 
-@dataclass
-class MovingShapesData:
-    name: str = "moving_shapes"
-    num_train: int = 2048
-    num_val: int = 512
-    frames: int = 8
-    size: int = 32
-    num_distractors: int = 2
-    speed_min: float = 0.04
-    speed_max: float = 0.12
-    seed: int = 0
-    root: str | None = None  # default: $JEPA_DATA or the user cache dir
+STORAGE_ONLY = ("shard_size",)  # how files are cut, not what the data is
+
+
+def data_node(name: str, generator_config: type) -> type:
+    """The Hydra `data` node of a generated dataset: the generator's own fields, plus name and root.
+
+    Derived, not restated, so the two can never drift apart.
+    """
+    fields = [("name", str, dataclasses.field(default=name))]
+    for f in dataclasses.fields(generator_config):
+        if f.name in STORAGE_ONLY:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, tuple):  # OmegaConf keeps lists, not tuples
+            fields.append((f.name, list[str], dataclasses.field(default_factory=lambda d=default: list(d))))
+        else:
+            fields.append((f.name, f.type, dataclasses.field(default=default)))
+    fields.append(("root", "str | None", dataclasses.field(default=None)))  # default: $JEPA_DATA or the user cache dir
+    return dataclasses.make_dataclass(f"{generator_config.__name__}Node", fields)
+
+
+MovingShapesData = data_node("moving_shapes", video.MovingShapesConfig)
+DmcClipsData = data_node("dmc_clips", video.DmcClipsConfig)
+
+
+def _generator_config(cls: type, cfg):
+    """A data node back to the generator's config (lists back to tuples)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, (list, tuple, ListConfig)) else v for k, v in cfg.items() if k in names})
 
 
 def _shapes_config(cfg) -> video.MovingShapesConfig:
-    fields = {f.name for f in dataclasses.fields(video.MovingShapesConfig)}
-    return video.MovingShapesConfig(**{k: cfg[k] for k in fields if k in cfg})
+    return _generator_config(video.MovingShapesConfig, cfg)
 
 
 def _root(cfg) -> Path | None:
@@ -87,25 +105,8 @@ def video_csv_spec(cfg) -> DataSpec:
     return DataSpec(kind="video", frames=cfg.frames, size=cfg.size, channels=3, num_classes={"label": cfg.num_classes})
 
 
-@dataclass
-class DmcClipsData:
-    """Rendered dm_control clips (walker, cheetah, hopper, cartpole), labelled by domain and motion."""
-
-    name: str = "dmc_clips"
-    domains: list[str] = dataclasses.field(default_factory=lambda: list(video.DMC_DOMAINS))
-    num_train: int = 512
-    num_val: int = 128
-    frames: int = 8
-    size: int = 32
-    frame_skip: int = 4
-    warmup_steps: int = 20
-    seed: int = 0
-    root: str | None = None
-
-
 def _dmc_config(cfg) -> video.DmcClipsConfig:
-    fields = {f.name for f in dataclasses.fields(video.DmcClipsConfig)}
-    return video.DmcClipsConfig(**{k: (tuple(cfg[k]) if k == "domains" else cfg[k]) for k in fields if k in cfg})
+    return _generator_config(video.DmcClipsConfig, cfg)
 
 
 def prepare_dmc_clips(cfg) -> str:
