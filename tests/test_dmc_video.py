@@ -190,3 +190,18 @@ def test_video_clips_serve_domain_and_motion(tiny_train):
     unit = item["video"] * NORM_STD + NORM_MEAN
     frames = unit.permute(1, 2, 3, 0).numpy() * 255
     np.testing.assert_allclose(frames, tiny_train["video"][2], atol=1e-3)
+
+
+def test_registry_entry_makes_and_loads_dmc_clips(tmp_path):
+    """`data=dmc_clips` through the orchestrator: config node -> generator -> dataset the trainer reads."""
+    from orchestrator import registry
+    from orchestrator.config import compose_run
+
+    cfg = compose_run(["data=dmc_clips", "budget.steps=1", "model.tubelet=2", "data.num_train=4", "data.num_val=2",
+                       "data.frames=4", "data.warmup_steps=5", "data.domains=[walker,cartpole]", f"data.root={tmp_path}"])
+    entry = registry.dataset("dmc_clips")
+    assert entry.spec(cfg.data).num_classes == {"domain": 2, "motion": 3}
+    path = entry.prepare(cfg.data)
+    assert path.startswith(str(tmp_path))
+    item = entry.load(cfg.data, "val")[0]
+    assert item["video"].shape == (3, 4, 32, 32) and int(item["domain"]) in (0, 1)
