@@ -25,7 +25,26 @@ class LocalSession:
         yield None
 
 
-class TrainSession(LocalSession):
+class RaySession(LocalSession):
+    """Reports and restores through a Ray API module (ray.train or ray.tune: same calls)."""
+
+    api = None
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        ckpt = self.api.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self.api.report(metrics, checkpoint=ckpt)
+
+    @contextmanager
+    def restored_checkpoint(self):
+        ckpt = self.api.get_checkpoint()
+        if ckpt is None:
+            yield None
+        else:
+            with ckpt.as_directory() as path:
+                yield Path(path)
+
+
+class TrainSession(RaySession):
     """Inside a Ray Train worker group (DDP)."""
 
     kind = "train"
@@ -33,29 +52,13 @@ class TrainSession(LocalSession):
     def __init__(self):
         import ray.train
 
+        self.api = ray.train
         ctx = ray.train.get_context()
         self.world_rank, self.world_size, self.local_rank = ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank()
         self.trial_name = ctx.get_experiment_name()
 
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        import ray.train
 
-        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=ckpt)
-
-    @contextmanager
-    def restored_checkpoint(self):
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            yield None
-        else:
-            with ckpt.as_directory() as path:
-                yield Path(path)
-
-
-class TuneSession(LocalSession):
+class TuneSession(RaySession):
     """A one-worker run inside the Tune trial process itself."""
 
     kind = "tune"
@@ -63,24 +66,8 @@ class TuneSession(LocalSession):
     def __init__(self):
         import ray.tune
 
+        self.api = ray.tune
         self.trial_name = ray.tune.get_context().get_trial_name()
-
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        import ray.tune
-
-        ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.tune.report(metrics, checkpoint=ckpt)
-
-    @contextmanager
-    def restored_checkpoint(self):
-        import ray.tune
-
-        ckpt = ray.tune.get_checkpoint()
-        if ckpt is None:
-            yield None
-        else:
-            with ckpt.as_directory() as path:
-                yield Path(path)
 
 
 def make_session(kind: str) -> LocalSession:
