@@ -117,3 +117,24 @@ def test_asha_stops_trials_by_flops_spent_and_records_them(ray_session, tmp_path
     assert min(steps) < 12 and max(steps) == 12  # the rung at 3 steps' FLOPs cut a weak trial short
     statuses = ResultsStore(tmp_path).runs("asha")["status"].to_list()
     assert "stopped" in statuses and "finished" in statuses and "running" not in statuses
+
+
+OPTUNA = """
+name: optuna
+base: {variant: vjepa, budget.steps: 2}
+space:
+  optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
+  variant.pred_depth: {choice: [1, 2]}
+search: {algorithm: optuna, num_samples: 3, metric: loss, mode: min, max_concurrent: 2}
+resources: {workers_per_trial: 1, cpus_per_worker: 1}
+"""
+
+
+def test_optuna_samples_the_space(ray_session, tmp_path, data_root):
+    sweep = load_sweep(write(tmp_path, OPTUNA, "optuna.yaml"), overrides=tiny_overrides(tmp_path, data_root))
+    grid = run_sweep(sweep, str(tmp_path))
+    assert len(grid) == 3 and all(r.error is None for r in grid)
+    lrs = [r.config["optim.lr"] for r in grid]
+    assert all(1e-4 <= lr <= 1e-2 for lr in lrs) and len(set(lrs)) == 3
+    assert {r.config["variant.pred_depth"] for r in grid} <= {1, 2}
+    assert ResultsStore(tmp_path).runs("optuna").height == 3

@@ -1,0 +1,147 @@
+"""FB: forward-backward representations for zero-shot RL (Touati & Ollivier, arXiv 2103.07945).
+
+The baseline TD-JEPA is compared with. The successor measure of the policy for task z is
+factorised as M^{π_z}(s, a, ds'') ≈ F(s, a, z)ᵀ B(s'') ρ(ds''), with ρ the data distribution.
+Its Bellman equation, M = P + γ P M, is fitted by a measure-valued TD loss over pairs of
+the batch: the diagonal (s, a) -> its own s' estimates the P term, the off-diagonal s'' are
+independent samples of ρ:
+
+    L = E_{s''≠s'}[(F(s,a,z)ᵀB(s'') - γ F'(s',a',z)ᵀB'(s''))²] - 2 E[F(s,a,z)ᵀB(s')]
+
+with a' ~ π(s', z) and primes for EMA targets. B is kept near-orthonormal under ρ, so
+Q(s, a, z) = F(s, a, z)ᵀz for any reward with z = E_ρ[r(s) B(s)]; a TD3 actor π(s, z)
+maximises it. Single F head (no twin F/pessimism), MLPs throughout.
+
+Data assumption: as TD-JEPA, sizes come from `cfg.data.obs_dim` / `cfg.data.action_dim`
+(`DataSpec` kind "rl" has no fields for them); batches hold observation, action,
+next_observation, optionally future_observation, and reward (inference only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from variants.base import Variant
+from variants.nn.ema import ema_update, frozen_copy
+from variants.nn.rl import (
+    ConcatMLP,
+    TanhActor,
+    act_with_noise,
+    actor_objective,
+    check_rl_config,
+    no_param_grads,
+    off_diagonal_mean,
+    orthonormality_penalty,
+    project_to_sphere,
+    rl_sizes,
+    sample_tasks,
+    smoothed_target_action,
+)
+
+
+@dataclass
+class FBConfig:
+    name: str = "fb"
+    z_dim: int = 50
+    hidden: int = 1024
+    layers: int = 2
+    gamma: float = 0.98
+    tau: float = 0.01
+    ortho_weight: float = 1.0
+    goal_mix: float = 0.5
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    bc_weight: float = 0.0
+    actor_weight: float = 1.0
+
+
+ONLINE = ("F", "B")  # each has a "target_" EMA copy
+
+
+def measure_td_loss(m: Tensor, target_m: Tensor) -> tuple[Tensor, Tensor]:
+    """(off-diagonal squared TD error, -2 · mean diagonal) of the [B, B] matrices F Bᵀ."""
+    return off_diagonal_mean((m - target_m).pow(2)), -2 * m.diagonal().mean()
+
+
+class FB(Variant):
+    name = "fb"
+    Config = FBConfig
+
+    @classmethod
+    def validate_config(cls, cfg, fail) -> None:
+        check_rl_config(cfg, fail)
+
+    def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
+        v = self.cfg.variant
+        obs_dim, action_dim = rl_sizes(self.cfg)
+        z_dim, hidden, layers = int(v.z_dim), int(v.hidden), int(v.layers)
+        online = {
+            "F": ConcatMLP((obs_dim, action_dim, z_dim), hidden, z_dim, layers),
+            "B": ConcatMLP((obs_dim,), hidden, z_dim, layers),
+        }
+        targets = {f"target_{name}": frozen_copy(m) for name, m in online.items()}
+        actor = TanhActor((obs_dim, z_dim), hidden, action_dim, layers)
+        return nn.ModuleDict({**online, "actor": actor, **targets})
+
+    # --- training -----------------------------------------------------------------------
+    def losses(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The FB and actor objectives, each with a graph only to its own parameters.
+
+        FB: the TD target, a' and z are computed without grad, so it moves F and B only.
+        Actor: F runs under `no_param_grads`, so the gradient of Q reaches the action (hence
+        the actor) but not F. The trainer's single backward of their sum trains both.
+        """
+        v = self.cfg.variant
+        obs, action, next_obs = batch["observation"], batch["action"], batch["next_observation"]
+        goal_obs = batch.get("future_observation", next_obs)
+        with torch.no_grad():
+            z = sample_tasks(modules["B"](goal_obs), float(v.goal_mix), self.generator)
+            next_action = smoothed_target_action(modules["actor"](next_obs, z),
+                                                 float(v.policy_noise), float(v.noise_clip), self.generator)
+            target_m = modules["target_F"](next_obs, next_action, z) @ modules["target_B"](next_obs).T
+
+        b = modules["B"](next_obs)
+        m = modules["F"](obs, action, z) @ b.T
+        off_diagonal, diagonal = measure_td_loss(m, float(v.gamma) * target_m)
+        ortho = orthonormality_penalty(b)
+        representation = off_diagonal + diagonal + float(v.ortho_weight) * ortho
+
+        policy_action = modules["actor"](obs, z)
+        with no_param_grads(modules["F"]):
+            q = (modules["F"](obs, policy_action, z) * z).sum(-1)
+        actor = float(v.actor_weight) * actor_objective(q, policy_action, action, float(v.bc_weight))
+        return {"representation": representation, "actor": actor, "fb_offdiag": off_diagonal,
+                "fb_diag": diagonal, "ortho": ortho, "q": q.mean()}
+
+    def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        terms = self.losses(modules, batch)
+        loss = terms["representation"] + terms["actor"]
+        return {"loss": loss, **{k: t.detach() for k, t in terms.items()}}
+
+    def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
+        """target ← (1 - τ) target + τ online."""
+        for name in ONLINE:
+            ema_update(modules[f"target_{name}"], modules[name], 1.0 - float(self.cfg.variant.tau))
+
+    # --- using the representation -------------------------------------------------------
+    def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
+        """B(observation) as one token [B, 1, z_dim]: FB's state representation."""
+        return modules["B"](batch["observation"])[:, None]
+
+    @torch.no_grad()
+    def infer_task(self, modules: nn.ModuleDict, next_observations: Tensor, rewards: Tensor) -> Tensor:
+        """Zero-shot z = E[r(s') B(s')] over reward-labelled samples, on the sphere."""
+        b = modules["B"](next_observations)
+        return project_to_sphere((rewards.reshape(-1, 1).to(b.dtype) * b).mean(0))
+
+    @torch.no_grad()
+    def infer_goal(self, modules: nn.ModuleDict, goal_observation: Tensor) -> Tensor:
+        """Goal-reaching z = B(goal) (reward = Dirac at the goal), on the sphere."""
+        return project_to_sphere(modules["B"](goal_observation))
+
+    @torch.no_grad()
+    def act(self, modules: nn.ModuleDict, observation: Tensor, z: Tensor, noise: float = 0.0) -> Tensor:
+        z = z.expand(observation.shape[0], -1)  # one task for all rows, or one per row
+        return act_with_noise(modules["actor"](observation, z), noise, self.generator)
