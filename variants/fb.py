@@ -23,14 +23,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from variants.base import Variant
-from variants.nn.ema import ema_update, frozen_copy
 from variants.nn.rl import (
     ConcatMLP,
     TanhActor,
+    ZeroShotAgent,
     act_with_noise,
     actor_objective,
-    check_rl_config,
     no_param_grads,
     off_diagonal_mean,
     orthonormality_penalty,
@@ -38,6 +36,7 @@ from variants.nn.rl import (
     rl_sizes,
     sample_tasks,
     smoothed_target_action,
+    with_targets,
 )
 
 
@@ -65,13 +64,10 @@ def measure_td_loss(m: Tensor, target_m: Tensor) -> tuple[Tensor, Tensor]:
     return off_diagonal_mean((m - target_m).pow(2)), -2 * m.diagonal().mean()
 
 
-class FB(Variant):
+class FB(ZeroShotAgent):
     name = "fb"
     Config = FBConfig
-
-    @classmethod
-    def validate_config(cls, cfg, fail) -> None:
-        check_rl_config(cfg, fail)
+    online = ONLINE
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
@@ -81,9 +77,8 @@ class FB(Variant):
             "F": ConcatMLP((obs_dim, action_dim, z_dim), hidden, z_dim, layers),
             "B": ConcatMLP((obs_dim,), hidden, z_dim, layers),
         }
-        targets = {f"target_{name}": frozen_copy(m) for name, m in online.items()}
         actor = TanhActor((obs_dim, z_dim), hidden, action_dim, layers)
-        return nn.ModuleDict({**online, "actor": actor, **targets})
+        return with_targets(online, actor)
 
     # --- training -----------------------------------------------------------------------
     def losses(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -114,16 +109,6 @@ class FB(Variant):
         actor = float(v.actor_weight) * actor_objective(q, policy_action, action, float(v.bc_weight))
         return {"representation": representation, "actor": actor, "fb_offdiag": off_diagonal,
                 "fb_diag": diagonal, "ortho": ortho, "q": q.mean()}
-
-    def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        terms = self.losses(modules, batch)
-        loss = terms["representation"] + terms["actor"]
-        return {"loss": loss, **{k: t.detach() for k, t in terms.items()}}
-
-    def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
-        """target ← (1 - τ) target + τ online."""
-        for name in ONLINE:
-            ema_update(modules[f"target_{name}"], modules[name], 1.0 - float(self.cfg.variant.tau))
 
     # --- using the representation -------------------------------------------------------
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:

@@ -21,7 +21,12 @@ from torch import Tensor, nn
 from variants.base import Variant
 from variants.nn.ema import frozen_copy
 from variants.nn.vit import VIT_SIZES, Predictor, gather_tokens
-from variants.vjepa import latent_regression_loss, make_encoder, token_grid, video_maskers
+from variants.vjepa import (
+    latent_regression_loss,
+    make_encoder,
+    token_grid,
+    video_maskers,
+)
 
 L1 = 1.0  # latent loss exponent, as V-JEPA
 PIXEL_NORM_EPS = 1e-6

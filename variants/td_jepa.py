@@ -25,14 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from variants.base import Variant
-from variants.nn.ema import ema_update, frozen_copy
 from variants.nn.rl import (
     ConcatMLP,
     TanhActor,
+    ZeroShotAgent,
     act_with_noise,
     actor_objective,
-    check_rl_config,
     least_squares_task,
     no_param_grads,
     orthonormality_penalty,
@@ -40,6 +38,7 @@ from variants.nn.rl import (
     rl_sizes,
     sample_tasks,
     smoothed_target_action,
+    with_targets,
 )
 
 
@@ -68,13 +67,10 @@ def td_error(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).pow(2).sum(-1).mean()
 
 
-class TDJEPA(Variant):
+class TDJEPA(ZeroShotAgent):
     name = "td_jepa"
     Config = TDJEPAConfig
-
-    @classmethod
-    def validate_config(cls, cfg, fail) -> None:
-        check_rl_config(cfg, fail)
+    online = ONLINE
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
@@ -86,9 +82,8 @@ class TDJEPA(Variant):
             "pred_phi": ConcatMLP((phi_dim, action_dim, psi_dim), hidden, psi_dim, layers),  # -> ψ-space
             "pred_psi": ConcatMLP((psi_dim, action_dim, psi_dim), hidden, phi_dim, layers),  # -> φ-space
         }
-        targets = {f"target_{name}": frozen_copy(m) for name, m in online.items()}
         actor = TanhActor((phi_dim, psi_dim), hidden, action_dim, layers)
-        return nn.ModuleDict({**online, "actor": actor, **targets})
+        return with_targets(online, actor)
 
     # --- training -----------------------------------------------------------------------
     def losses(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -125,16 +120,6 @@ class TDJEPA(Variant):
         actor = float(v.actor_weight) * actor_objective(q, policy_action, action, float(v.bc_weight))
         return {"representation": representation, "actor": actor, "td_phi": td_phi, "td_psi": td_psi,
                 "ortho": ortho, "q": q.mean()}
-
-    def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        terms = self.losses(modules, batch)
-        loss = terms["representation"] + terms["actor"]
-        return {"loss": loss, **{k: t.detach() for k, t in terms.items()}}
-
-    def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
-        """target ← (1 - τ) target + τ online, a fixed step as in the paper (no schedule)."""
-        for name in ONLINE:
-            ema_update(modules[f"target_{name}"], modules[name], 1.0 - float(self.cfg.variant.tau))
 
     # --- using the representation -------------------------------------------------------
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from variants.base import Variant
+from variants.nn.ema import ema_update, frozen_copy
+
 
 def rl_sizes(cfg) -> tuple[int, int]:
     """(obs_dim, action_dim): `DataSpec` has no field for them, so the data config carries them."""
@@ -148,3 +151,33 @@ def act_with_noise(action: Tensor, noise: float, generator: torch.Generator) -> 
     if noise <= 0.0:
         return action
     return (action + noise * gaussian(tuple(action.shape), generator, action)).clamp(-1.0, 1.0)
+
+
+class ZeroShotAgent(Variant):
+    """What TD-JEPA and FB share: a representation loss plus an actor loss in one backward,
+    and EMA targets (`target_<name>` for each name in `online`) moved by a fixed τ."""
+
+    online: tuple[str, ...] = ()
+
+    @classmethod
+    def validate_config(cls, cfg, fail) -> None:
+        check_rl_config(cfg, fail)
+
+    def losses(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        terms = self.losses(modules, batch)
+        loss = terms["representation"] + terms["actor"]
+        return {"loss": loss, **{k: t.detach() for k, t in terms.items()}}
+
+    def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
+        """target ← (1 - τ) target + τ online, a fixed step (no schedule)."""
+        for name in self.online:
+            ema_update(modules[f"target_{name}"], modules[name], 1.0 - float(self.cfg.variant.tau))
+
+
+def with_targets(online: dict[str, nn.Module], actor: nn.Module) -> nn.ModuleDict:
+    """The online networks, the actor, and a frozen `target_<name>` copy of each online network."""
+    targets = {f"target_{name}": frozen_copy(m) for name, m in online.items()}
+    return nn.ModuleDict({**online, "actor": actor, **targets})
