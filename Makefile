@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0      # first: the CPU build; GPU clusters bring their own
+	$(PY) -m pip install --quiet torch==2.13.0      # first, pinned (these machines keep its CPU build on disk); GPU clusters bring their own
 	$(PY) -m pip install --quiet -e ".[test]"       # pins mujoco==3.17.0 and ray[default,train,tune]
 	touch $(STAMP)
 

@@ -23,28 +23,41 @@ class BudgetError(ValueError):
 
 
 def meta_batch(spec: DataSpec, batch_size: int) -> dict[str, torch.Tensor]:
-    """A shape-only batch like the dataset's, for tracing."""
-    if spec.kind != "video":
-        raise NotImplementedError(f"no meta batch for data kind {spec.kind!r}")
-    batch = {spec.input_key: torch.empty(batch_size, spec.channels, spec.frames, spec.size, spec.size, device="meta")}
+    """A shape-only batch like the dataset's, for tracing: `spec.inputs` if given, else a video clip."""
+    if spec.inputs:
+        batch = {name: torch.empty(batch_size, *shape, device="meta") for name, shape in spec.inputs.items()}
+    elif spec.kind == "video":
+        batch = {spec.input_key: torch.empty(batch_size, spec.channels, spec.frames, spec.size, spec.size, device="meta")}
+    else:
+        raise NotImplementedError(f"data kind {spec.kind!r}: give its DataSpec `inputs` (name -> per-sample shape)")
     for label in spec.num_classes:
         batch[label] = torch.zeros(batch_size, dtype=torch.long, device="meta")
     return batch
 
 
+FLOP_TRACES = 8  # masks vary per step; the charge is the mean over this many traced draws
+
+
 def measure_step_flops(
     variant_cls: type[Variant], cfg, spec: DataSpec, stage: str, batch_size: int, previous: nn.ModuleDict | None = None
 ) -> float:
-    """FLOPs of one optimizer step on one worker (fwd+bwd of trainable, fwd of frozen)."""
+    """Mean FLOPs of one optimizer step on one worker (fwd+bwd of trainable, fwd of frozen).
+
+    Averaged over fixed mask draws, so the charge neither depends on `seed` nor on one lucky draw.
+    """
     variant = variant_cls(cfg, spec)  # own instance: tracing must not advance the training mask stream
     meta_previous = copy.deepcopy(previous).to("meta") if previous is not None else None
     with torch.device("meta"):
         modules = variant.build(stage, meta_previous)
     batch = meta_batch(spec, batch_size)
-    with FlopCounterMode(display=False) as counter:
-        out = variant.step(modules, batch, stage)
-        out["loss"].backward()
-    return float(counter.get_total_flops())
+    total = 0.0
+    for draw in range(FLOP_TRACES):
+        variant.reseed(draw)
+        with FlopCounterMode(display=False) as counter:
+            out = variant.step(modules, batch, stage)
+            out["loss"].backward()
+        total += counter.get_total_flops()
+    return total / FLOP_TRACES
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,12 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
+import uuid
 
 from rich.console import Console
 from rich.table import Table
+
+from orchestrator.results import resolve_storage
 
 console = Console(stderr=True)
 
@@ -21,10 +23,6 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from orchestrator.sweep import SweepError
 
     return (ConfigError, SweepError, BudgetError, UnknownNameError, FileNotFoundError)
-
-
-def _abs_storage(storage: str) -> str:
-    return storage if "://" in storage else str(Path(storage).resolve())
 
 
 def _init_ray(address: str | None) -> None:
@@ -53,13 +51,13 @@ def cmd_run(args) -> int:
 
     overrides = list(args.overrides)
     if not any(o.startswith("storage=") for o in overrides):
-        overrides.append(f"storage={_abs_storage('runs')}")
+        overrides.append(f"storage={resolve_storage('runs')}")
     cfg = compose_run(overrides)
     if args.cfg:
         print(OmegaConf.to_yaml(cfg))
         return 0
     console.print(f"[bold]plan[/]: {describe_plan(cfg)}")
-    run_id = args.run_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = args.run_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     _init_ray(args.address)
     metrics = launch(cfg, run_id)
     keys = [k for k in ("step", "flops_total", "loss", "probe_acc", "probe_acc_shape", "probe_acc_motion") if k in metrics]
@@ -72,7 +70,7 @@ def cmd_sweep(args) -> int:
     from orchestrator.report import write_report
     from orchestrator.sweep import load_sweep, run_sweep
 
-    storage = _abs_storage(args.storage)
+    storage = resolve_storage(args.storage)
     overrides = list(args.overrides) + [f"storage={storage}"]
     sweep = load_sweep(args.file, overrides, smoke=args.smoke)
     console.print(f"[bold]sweep {sweep.name}[/]: {sweep.grid_size} trial(s) validated from {sweep.source}")
@@ -91,7 +89,7 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from orchestrator.report import write_report
 
-    path = write_report(_abs_storage(args.storage), args.sweep, x=args.x, y=args.y, group=args.group)
+    path = write_report(resolve_storage(args.storage), args.sweep, x=args.x, y=args.y, group=args.group)
     console.print(f"report: {path}")
     return 0
 

@@ -152,6 +152,9 @@ def validate_run(cfg: DictConfig, source: str = "command line") -> None:
         fail("budget.steps", f"is {b.steps}", "use a positive integer")
     if cfg.train.num_workers < 1:
         fail("train.num_workers", f"is {cfg.train.num_workers}", "use 1 or more")
+    for key in ("log_every", "checkpoint_every"):
+        if cfg.train[key] < 1:
+            fail(f"train.{key}", f"is {cfg.train[key]}", "use a positive number of steps")
     if cfg.train.batch_size < 2:
         fail("train.batch_size", f"is {cfg.train.batch_size}", "use at least 2 clips per worker")
     if cfg.train.precision not in ("auto", "fp32", "bf16"):

@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
+
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,6 +64,12 @@ _FILENAME_COLUMN = "__filename"
 
 _clock_lock = threading.Lock()
 _last_event_time = 0.0
+
+
+def resolve_storage(storage: str | os.PathLike) -> str:
+    """A URI as given; a local path made absolute (trials run in other working directories)."""
+    text = os.fspath(storage)
+    return text if "://" in text else os.path.abspath(os.path.expanduser(text))
 
 
 def git_sha() -> str:

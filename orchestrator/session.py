@@ -18,7 +18,7 @@ class LocalSession:
     trial_name = "local"
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        self.last_metrics = metrics
+        """Nothing to report to: the loop's results store has every row."""
 
     @contextmanager
     def restored_checkpoint(self):

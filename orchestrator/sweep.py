@@ -81,6 +81,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool =
         raise SweepError(f"{source}: `report` must be a mapping with x, y, group. Fix: report: {{x: flops_total, y: probe_acc}}")
     per_variant = _per_variant_overrides(raw.get("per_variant") or {}, source)
     sweep = Sweep(name, source, base, space, search, scheduler, resources, report, raw, per_variant)
+    _check_resource_keys(sweep)
+    _check_repeats(sweep)
     _check_trials(sweep)
     return sweep
 
@@ -184,9 +186,10 @@ def _check_space(space: dict, source: str) -> dict[str, Any]:
 
 
 def _storage_of(overrides: list[str]) -> str:
+    from orchestrator.results import resolve_storage
+
     values = [o.split("=", 1)[1].strip("'\"") for o in overrides if o.startswith("storage=")]
-    storage = values[-1] if values else "runs"
-    return storage if "://" in storage else str(Path(storage).resolve())
+    return resolve_storage(values[-1] if values else "runs")
 
 
 def _expand_artifacts(space: dict[str, Any], storage: str, source: str) -> dict[str, Any]:
@@ -246,16 +249,29 @@ def _check_scheduler(scheduler: Any, search: dict, source: str) -> dict[str, Any
     return out
 
 
+RESOURCE_OWNED = ("train.num_workers", "train.cpus_per_worker", "train.use_gpu", "sweep")
+
+
 def trial_overrides(sweep: Sweep, params: dict[str, Any]) -> list[str]:
+    """The trial's run config: base, per-variant keys, its point in the space, then what `resources:` owns."""
     resources = sweep.resources
-    fixed = [
+    variant_keys = sweep.per_variant.get(_trial_variant(sweep.base, params), [])
+    return sweep.base + variant_keys + [format_override(k, v) for k, v in params.items()] + [
         f"sweep={sweep.name}",
         f"train.num_workers={resources['workers_per_trial']}",
         f"train.cpus_per_worker={resources['cpus_per_worker']}",
         f"train.use_gpu={'true' if resources['gpus_per_worker'] else 'false'}",
     ]
-    variant_keys = sweep.per_variant.get(_trial_variant(sweep.base, params), [])
-    return fixed + sweep.base + variant_keys + [format_override(k, v) for k, v in params.items()]
+
+
+def _check_resource_keys(sweep: Sweep) -> None:
+    """Trial resources are sized from `resources:`; the same keys set elsewhere would disagree and hang."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in sweep.base] + list(sweep.space)
+    keys += [o.split("=", 1)[0] for extra in sweep.per_variant.values() for o in extra]
+    clash = sorted(set(keys) & set(RESOURCE_OWNED))
+    if clash:
+        raise SweepError(f"{sweep.source}: {clash} are set by the sweep itself. Fix: use `resources:` "
+                         "(workers_per_trial, cpus_per_worker, gpus_per_worker) and the file's `name`")
 
 
 def _corner_params(sweep: Sweep) -> list[dict[str, Any]]:
@@ -268,6 +284,14 @@ def _corner_params(sweep: Sweep) -> list[dict[str, Any]]:
             (sampler, args), = values.items()
             axes.append([(key, v) for v in (args if sampler == "choice" else args[:2])])
     return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def _check_repeats(sweep: Sweep) -> None:
+    """Repeating a pure grid with one seed would run identical trials and fake a variance."""
+    sampled = any(not isinstance(v, list) for v in sweep.space.values())
+    if sweep.search["num_samples"] > 1 and not sampled and "seed" not in sweep.space:
+        raise SweepError(f"{sweep.source}: `search.num_samples` > 1 repeats an all-grid space with the same seed. "
+                         "Fix: add `seed: [0, 1, ...]` to `space` and keep num_samples: 1")
 
 
 def _check_trials(sweep: Sweep) -> None:
@@ -385,6 +409,12 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
     return grid
 
 
+def _trial_id_from_path(path: str | None) -> str | None:
+    """Tune names trial dirs `<trainable>_<experiment>_<index>_...`; the id is `<experiment>_<index>`."""
+    parts = Path(path or "").name.split("_")
+    return "_".join(parts[1:3]) if len(parts) >= 3 else None
+
+
 def settle_statuses(sweep: Sweep, storage: str, grid) -> None:
     """Trials Tune ended from outside (ASHA stops, killed actors) never recorded their end: do it here."""
     import json
@@ -396,7 +426,7 @@ def settle_statuses(sweep: Sweep, storage: str, grid) -> None:
     runs = store.runs(sweep.name)
     open_runs = {row["run_id"]: row for row in runs.filter(status="running").iter_rows(named=True)}
     for result in grid:
-        trial_id = (result.metrics or {}).get("trial_id")
+        trial_id = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
         row = open_runs.get(f"{sweep.name}-{trial_id}")
         if row is None:
             continue

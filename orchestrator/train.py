@@ -21,10 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from orchestrator import registry
-from orchestrator.budget import measure_bf16_peak, plan_run
+from orchestrator.budget import measure_bf16_peak, plan_run, selected_stages
 from orchestrator.config import from_plain, to_plain
 from orchestrator.metrics import DashboardGauges
-from orchestrator.results import ResultsStore
+from orchestrator.results import ResultsStore, resolve_storage
 from orchestrator.session import checkpoint_dir, make_session
 from variants.nn.probes import fit_probe
 
@@ -104,24 +104,27 @@ def wrap_for_training(modules: nn.ModuleDict, trainable: list[str], cfg, device:
 
 
 def make_optimizer(variant, modules: nn.ModuleDict, stage: str, cfg) -> torch.optim.Optimizer:
-    groups = variant.param_groups(modules, stage)
-    groups = [g for g in groups if g["params"]]
+    """AdamW over the variant's groups; a group's `lr_scale` multiplies the scheduled lr."""
+    groups = [dict(g) for g in variant.param_groups(modules, stage) if g["params"]]
+    for group in groups:
+        group.setdefault("lr_scale", 1.0)
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
 
 
 def set_schedules(optimizer: torch.optim.Optimizer, cfg, step: int, total: int) -> float:
     lr, wd = lr_at(cfg, step, total), weight_decay_at(cfg, step, total)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"]
         if not group.get("no_weight_decay"):
             group["weight_decay"] = wd
     return lr
 
 
-def check_finite(loss: torch.Tensor, cfg, stage: str, step: int) -> None:
-    if not torch.isfinite(loss):
+def check_finite(loss: float, cfg, stage: str, step: int) -> None:
+    """Run on the all-reduced loss, so every rank raises together (no rank left waiting in DDP)."""
+    if not math.isfinite(loss):
         raise NonFiniteLossError(
-            f"variant {cfg.variant.name!r} stage {stage!r}: loss became {loss.item()} at step {step}. "
+            f"variant {cfg.variant.name!r} stage {stage!r}: loss became {loss} by step {step}. "
             f"Fix: lower optim.lr (now {cfg.optim.lr}), set optim.grad_clip, or use train.precision=fp32"
         )
 
@@ -130,6 +133,8 @@ def check_finite(loss: torch.Tensor, cfg, stage: str, step: int) -> None:
 def probe_accuracy(variant, modules: nn.ModuleDict, cfg, device: torch.device, datasets: dict) -> dict[str, float]:
     """Frozen features -> attentive (or linear) probe per label; accuracies on the val split."""
     spec = variant.data_spec
+    if not spec.num_classes:  # nothing to probe (e.g. reward-free RL data): evaluated elsewhere
+        return {}
     for m in modules.values():
         m.eval()
     feats, labels = {}, {}
@@ -180,6 +185,11 @@ def mean_over_workers(scalars: dict[str, torch.Tensor], distributed: bool) -> di
     return dict(zip(names, values.tolist()))
 
 
+def mask_seed(cfg, rank: int, step: int) -> int:
+    """Each rank its own mask stream; a resumed run continues with new masks instead of replaying."""
+    return int(cfg.seed) * 1_000_003 + rank * 10_007 + step
+
+
 def save_state(path: str, modules: nn.ModuleDict, optimizer, stage_index: int, step: int, flops: float, wall_s: float) -> None:
     torch.save({"modules": modules.state_dict(), "optimizer": optimizer.state_dict(), "stage_index": stage_index,
                 "step": step, "flops": flops, "wall_s": wall_s}, Path(path) / CHECKPOINT_FILE)
@@ -209,7 +219,7 @@ def train_loop(payload: dict) -> dict:
     spec = entry.spec(cfg.data)
     variant_cls = registry.variant(cfg.variant.name)
     variant = variant_cls(cfg, spec)
-    variant.reseed(cfg.seed * 1000 + session.world_rank)
+    variant.reseed(mask_seed(cfg, session.world_rank, 0))
     plans = plan_run(variant_cls, cfg, spec)
     data = batches(entry.load(cfg.data, "train"), cfg, session, device)
     evaluation = probe_datasets(entry, cfg) if rank0 else None
@@ -233,6 +243,7 @@ def train_loop(payload: dict) -> dict:
                 previous = modules
                 continue
             modules.load_state_dict(state["modules"])
+            variant.reseed(mask_seed(cfg, session.world_rank, state["step"]))  # fresh masks, not a replay
             start_step, flops_total = state["step"], state["flops"]
             started = time.perf_counter() - state["wall_s"]
         trainable = variant.trainable(modules, stage)
@@ -249,10 +260,8 @@ def train_loop(payload: dict) -> dict:
             lr = set_schedules(optimizer, cfg, step, plan.steps)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = variant.step(runnable, batch, stage)
-            loss = out["loss"]
-            check_finite(loss.detach(), cfg, stage, step)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            out["loss"].backward()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             optimizer.step()
@@ -274,6 +283,7 @@ def train_loop(payload: dict) -> dict:
                        "wall_s": time.perf_counter() - started,
                        "samples_per_s": window_steps * cfg.train.batch_size * session.world_size / max(elapsed, 1e-9)}
             metrics.update(mean_over_workers(out, distributed))
+            check_finite(metrics["loss"], cfg, stage, step + 1)
             metrics.update(variant.inherited)
             if peak:
                 metrics["mfu"] = per_worker_flops * window_steps / max(elapsed, 1e-9) / peak
@@ -282,14 +292,15 @@ def train_loop(payload: dict) -> dict:
                 metrics.update(probe_accuracy(variant, modules, cfg, device, evaluation))
                 timing["eval_s"] += time.perf_counter() - eval_start
             metrics.update(timing)
-            if eval_now and session.world_size > 1 and distributed:
+            if eval_now and distributed:
                 dist.barrier()
             metrics["final"] = bool(done and is_last_stage)
+            if rank0:
+                gauges.publish(metrics)  # the live view follows whichever stage is training
             if not is_last_stage:  # earlier stages (a SALT teacher) log under their own names
                 metrics = stage_prefixed(metrics, stage)
             if rank0:
                 rows.extend(_metric_rows(metrics))
-                gauges.publish(metrics)
             # Ray's report waits for its controller, so it is rate-limited; the store gets every row.
             report_now = ckpt_now or eval_now or agreed(time.perf_counter() - last_report >= cfg.train.report_interval_s, distributed, device)
             if report_now:
@@ -298,13 +309,14 @@ def train_loop(payload: dict) -> dict:
                     if ckpt_now and rank0:
                         ckpt_path = stack.enter_context(checkpoint_dir())
                         save_state(ckpt_path, modules, optimizer, stage_index, step + 1, flops_total, metrics["wall_s"])
+                    if rank0:  # before reporting: Tune may stop the trial inside report
                         store.append_metrics(run_id, cfg.sweep, rows)
                         rows = []
                     session.report(metrics, ckpt_path)
                 last_report = time.perf_counter()
             last = metrics
             window_start, window_steps = time.perf_counter(), 0
-        if rank0 and stage != variant.stages[-1]:  # a later run may reuse it (SALT teachers)
+        if rank0 and stage != variant.stages[-1] and start_step < plan.steps:  # a later run may reuse it (SALT teachers)
             export_stage(store, cfg, run_id, stage, modules, plan.flops, last)
         previous = modules
         state = None
@@ -369,17 +381,16 @@ def make_trainer(cfg, run_id: str, in_tune: bool):
 
 def ray_storage_path(cfg) -> str:
     """Ray's checkpoints live beside the results store, under <storage>/<sweep>/ray."""
-    storage = str(cfg.storage)
-    if "://" in storage:
-        return f"{storage.rstrip('/')}/{cfg.sweep}/ray"
-    return str((Path(storage) / cfg.sweep / "ray").resolve())
+    return f"{resolve_storage(cfg.storage).rstrip('/')}/{cfg.sweep}/ray"
 
 
 def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
     """Run one config to completion, recording running -> finished | failed in the results store."""
     store = ResultsStore(cfg.storage)
     plain = to_plain(cfg)
-    record = dict(sweep=cfg.sweep, variant=cfg.variant.name, stage="+".join(cfg.train.stages or registry.variant(cfg.variant.name).stages), config=plain)
+    entry = registry.dataset(cfg.data.name)
+    variant = registry.variant(cfg.variant.name)(cfg, entry.spec(cfg.data))
+    record = dict(sweep=cfg.sweep, variant=cfg.variant.name, stage="+".join(selected_stages(variant, cfg)), config=plain)
     started = time.time()
     store.record_run(run_id, status="running", started_at=started, **record)
     try:
@@ -400,7 +411,9 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
 
 def reached_final_step(store: ResultsStore, sweep: str, run_id: str) -> bool:
     """The loop logs `final` with its last step; a stop that lands after it is not a cut-short run."""
-    return store.metrics(sweep, run_id).filter(metric="final").height > 0
+    rows = store.metrics(sweep, run_id)
+    finals = rows.filter(metric="final")
+    return finals.height > 0 and finals["step"].max() >= rows["step"].max()
 
 
 def _short_error(err: BaseException) -> str:

@@ -17,7 +17,7 @@ import requests
 from orchestrator.config import compose_run
 from orchestrator.results import ResultsStore
 from orchestrator.train import launch
-from tests.conftest import free_port, tiny_overrides
+from tests.conftest import free_ports, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,10 +36,10 @@ def token_head(tmp_path):
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     env = venv_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    dashboard = free_port()
-    ports = {"--port": free_port(), "--dashboard-port": dashboard, "--dashboard-agent-listen-port": free_port(),
-             "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
-             "--runtime-env-agent-port": free_port(), "--ray-client-server-port": free_port()}
+    names = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--metrics-export-port", "--runtime-env-agent-port", "--ray-client-server-port")
+    ports = dict(zip(names, free_ports(len(names))))
+    dashboard = ports["--dashboard-port"]
     temp_dir = Path("/tmp") / f"rj{secrets.token_hex(3)}"
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus=2",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}",
@@ -90,7 +90,8 @@ def test_job_submission_runs_a_sweep_with_token_auth(token_head, tmp_path, data_
     unauthenticated = subprocess.run(
         [sys.executable, "-c", "from ray.job_submission import JobSubmissionClient as C; import sys; C(sys.argv[1]).list_jobs()", address],
         env=venv_env(RAY_AUTH_MODE="disabled"), capture_output=True, text=True, timeout=120)
-    assert unauthenticated.returncode != 0  # the head refuses clients without the token
+    refusal = (unauthenticated.stdout + unauthenticated.stderr).lower()
+    assert unauthenticated.returncode != 0 and ("401" in refusal or "auth" in refusal), refusal[-2000:]
     done = subprocess.run([sys.executable, "-c", SUBMIT, address, entrypoint, str(REPO)], env=env,
                           capture_output=True, text=True, timeout=900)
     assert "STATUS SUCCEEDED" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
@@ -143,7 +144,15 @@ def scrape(port: int) -> str:
 def test_dashboard_metrics_endpoint_shows_trial_metrics(ray_session, metrics_port, tmp_path, data_root):
     cfg = compose_run(tiny_overrides(tmp_path, data_root) + ["budget.steps=400", "sweep=live", "train.log_every=5",
                                                             "train.checkpoint_every=1000"])
-    worker = threading.Thread(target=launch, args=(cfg, "live-run"), daemon=True)
+    errors = []
+
+    def train():
+        try:
+            launch(cfg, "live-run")
+        except Exception as err:  # surfaced below: a failed run must fail the test
+            errors.append(err)
+
+    worker = threading.Thread(target=train, daemon=True)
     worker.start()
     seen = ""
     deadline = time.time() + 120
@@ -151,6 +160,7 @@ def test_dashboard_metrics_endpoint_shows_trial_metrics(ray_session, metrics_por
         time.sleep(2)
         seen = scrape(metrics_port)
     worker.join(timeout=300)
+    assert not worker.is_alive() and not errors, errors
     lines = [line for line in seen.splitlines() if line.startswith(("ray_jepa_loss", "ray_jepa_samples_per_second", "ray_jepa_flops_total"))]
     assert any('sweep="live"' in line and 'variant="vjepa"' in line and "trial=" in line for line in lines), seen[-2000:]
     names = {line.split("{")[0] for line in lines}

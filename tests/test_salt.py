@@ -205,6 +205,11 @@ def test_teacher_saved_by_one_run_is_reused_by_another(tmp_path, data_root):
     assert result["flops_total"] == pytest.approx(student_plan.flops)  # its own FLOPs; the teacher's are inherited
 
 
+def test_student_only_stage_without_a_teacher_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="train.stages.*add teacher"):
+        salt_cfg(tmp_path, "train.stages=[student]")
+
+
 def test_missing_reused_teacher_fails_clearly(tmp_path):
     with pytest.raises(ConfigError, match="variant.teacher_checkpoint.*does not exist.*teacher sweep first"):
         salt_cfg(tmp_path, f"variant.teacher_checkpoint={tmp_path}/absent/teacher.pt")

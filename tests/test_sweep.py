@@ -43,6 +43,8 @@ report: {x: flops_total, y: probe_acc, group: optim.lr}
         ("name: x\nbase: {budget.steps: 1}\nsearch: {algorithm: optuna}\nspace: {optim.lr: [1, 2]}\n", "optuna cannot search grid lists"),
         ("name: x\nbase: {budget.steps: 1}\nscheduler: {name: asha}\n", "scheduler.max_t"),
         ("name: 'a b'\n", "`name` must be a word"),
+        ("name: x\nbase: {budget.steps: 1, train.num_workers: 2}\n", r"set by the sweep itself.*resources"),
+        ("name: x\nbase: {budget.steps: 1}\nspace: {optim.lr: [1, 2]}\nsearch: {num_samples: 3}\n", "same seed"),
     ],
 )
 def test_malformed_sweep_files_name_file_key_and_fix(tmp_path, text, match):
@@ -65,6 +67,10 @@ def test_run_config_errors_name_the_key():
         compose_run(["budget.steps=1", "model.heads=5"])
     with pytest.raises(ConfigError, match="train.precision"):
         compose_run(["budget.steps=1", "train.precision=fp8"])
+    with pytest.raises(ConfigError, match="train.checkpoint_every"):
+        compose_run(["budget.steps=1", "train.checkpoint_every=0"])
+    with pytest.raises(ConfigError, match="variant.pred_heads"):
+        compose_run(["budget.steps=1", "variant.pred_heads=5"])
 
 
 def test_missing_dataset_is_explained(tmp_path):

@@ -27,6 +27,9 @@ class DataSpec:
     channels: int = 3
     input_key: str = "video"
     num_classes: dict[str, int] = field(default_factory=dict)  # labels for probes
+    # Per-sample float input shapes for data that is not a video clip, e.g. {"observation": (24,),
+    # "action": (6,)}: the FLOP counter traces `step` on a shape-only batch built from them.
+    inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 class Variant:
@@ -63,7 +66,11 @@ class Variant:
         raise NotImplementedError
 
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        """One forward pass; must return "loss"; other scalars are logged."""
+        """One forward pass; must return "loss"; other scalars are logged.
+
+        It must also run on the meta device (the FLOP counter traces it there): no `.item()`,
+        no shapes that depend on tensor values; draw randomness from `self.generator` on the CPU.
+        """
         raise NotImplementedError
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
@@ -82,7 +89,10 @@ class Variant:
         return [name for name, m in modules.items() if any(p.requires_grad for p in m.parameters())]
 
     def param_groups(self, modules: nn.ModuleDict, stage: str) -> list[dict]:
-        """Weight decay on matrices only (no decay on biases, norms, tokens), as in I-JEPA."""
+        """Weight decay on matrices only (no decay on biases, norms, tokens), as in I-JEPA.
+
+        A group may set `lr_scale` (the scheduled lr is multiplied by it) or `no_weight_decay`.
+        """
         decay, no_decay = [], []
         for name in self.trainable(modules, stage):
             for p in modules[name].parameters():

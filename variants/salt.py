@@ -10,6 +10,7 @@ teacher per step, and the teacher can be much smaller than the student.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +23,8 @@ from variants.base import Variant
 from variants.nn.ema import frozen_copy
 from variants.nn.vit import VIT_SIZES, Predictor, gather_tokens
 from variants.vjepa import (
+    check_heads_divide,
+    draw_masks,
     latent_regression_loss,
     make_encoder,
     token_grid,
@@ -87,7 +90,9 @@ def masked_pixel_loss(pred: Tensor, pixel_targets: Tensor, target_idx: Tensor) -
     return F.mse_loss(pred.float(), gather_tokens(pixel_targets, target_idx).float())
 
 
+@functools.lru_cache(maxsize=2)
 def load_teacher_checkpoint(path: str) -> dict:
+    """Cached: validation, planning and training all ask for the same file."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -128,18 +133,19 @@ class SALT(Variant):
             fail("variant.teacher_fraction", f"is {v.teacher_fraction}", "use a share strictly between 0 and 1, e.g. 0.2")
         if v.teacher_model not in VIT_SIZES:
             fail("variant.teacher_model", f"is {v.teacher_model!r}", f"use one of {', '.join(VIT_SIZES)}")
+        check_heads_divide(v, ("decoder", "pred"), fail)
         if v.teacher_checkpoint:
             check_teacher_checkpoint(cfg, fail)
             return
+        stages = list(cfg.train.get("stages") or [])
+        if stages and "teacher" not in stages:
+            fail("train.stages", f"is {stages}: a student needs a teacher", "add teacher to train.stages, or set "
+                 "variant.teacher_checkpoint to a teacher.pt another run saved")
         size = teacher_size(v)
         if size.dim % size.heads:
             fail("variant.teacher_heads", f"({size.heads}) does not divide the teacher dim ({size.dim})",
                  "set variant.teacher_heads / variant.teacher_dim so heads divide dim")
-        for prefix in ("decoder", "pred"):
-            dim, heads = v[f"{prefix}_dim"], v[f"{prefix}_heads"]
-            if dim % heads:
-                fail(f"variant.{prefix}_heads", f"({heads}) does not divide variant.{prefix}_dim ({dim})",
-                     "pick heads that divide dim")
+
 
     def stage_fraction(self, stage: str) -> float:
         fraction = float(self.cfg.variant.teacher_fraction)
@@ -193,14 +199,6 @@ class SALT(Variant):
         return teacher
 
     # --- losses -----------------------------------------------------------------------
-    def draw_masks(self, video: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """One (context, target) index pair per V-JEPA mask family, on the clip's device."""
-        pairs = []
-        for masker in self.maskers:
-            masks = masker(video.size(0), self.generator)
-            pairs.append((masks.context.to(video.device), masks.target.to(video.device)))
-        return pairs
-
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         video = batch[self.data_spec.input_key]
         if stage == "teacher":
@@ -215,7 +213,7 @@ class SALT(Variant):
         """Teacher stage: reconstruct the normalised pixels of masked tubelets from visible ones."""
         pixels = normalize_patches(patchify(video, self.grid.tubelet, self.grid.patch))
         losses = []
-        for ctx, tgt in self.draw_masks(video):
+        for ctx, tgt in draw_masks(self.maskers, video, self.generator):
             pred = modules["decoder"](modules["teacher"](video, keep=ctx), ctx, tgt)
             losses.append(masked_pixel_loss(pred, pixels, tgt))
         return losses
@@ -224,7 +222,7 @@ class SALT(Variant):
         """Student stage: predict the frozen teacher's layer-normed latents of masked tubelets."""
         target = self.teacher_targets(modules["teacher"], video)
         losses = []
-        for ctx, tgt in self.draw_masks(video):
+        for ctx, tgt in draw_masks(self.maskers, video, self.generator):
             pred = modules["predictor"](modules["student"](video, keep=ctx), ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), L1))
         return losses

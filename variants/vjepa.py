@@ -45,6 +45,23 @@ def video_maskers(grid: TokenGrid) -> list[MultiBlockMasker]:
     return [MultiBlockMasker(grid.shape, SHORT_RANGE), MultiBlockMasker(grid.shape, LONG_RANGE)]
 
 
+def draw_masks(maskers: list[MultiBlockMasker], video: Tensor, generator: torch.Generator) -> list[tuple[Tensor, Tensor]]:
+    """One (context, target) index pair per mask family, drawn on the CPU, moved to the clip's device."""
+    pairs = []
+    for masker in maskers:
+        masks = masker(video.size(0), generator)
+        pairs.append((masks.context.to(video.device), masks.target.to(video.device)))
+    return pairs
+
+
+def check_heads_divide(v, prefixes: tuple[str, ...], fail) -> None:
+    """`variant.<prefix>_heads` must divide `variant.<prefix>_dim` for each narrow transformer."""
+    for prefix in prefixes:
+        dim, heads = v[f"{prefix}_dim"], v[f"{prefix}_heads"]
+        if dim % heads:
+            fail(f"variant.{prefix}_heads", f"({heads}) does not divide variant.{prefix}_dim ({dim})", "pick heads that divide dim")
+
+
 class VJEPA(Variant):
     name = "vjepa"
     Config = VJEPAConfig
@@ -54,6 +71,10 @@ class VJEPA(Variant):
         self.grid = token_grid(cfg, data_spec)
         self.maskers = video_maskers(self.grid)
 
+    @classmethod
+    def validate_config(cls, cfg, fail) -> None:
+        check_heads_divide(cfg.variant, ("pred",), fail)
+
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
         encoder = make_encoder(self.cfg.model, self.grid, self.data_spec.channels)
@@ -61,14 +82,12 @@ class VJEPA(Variant):
         return nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": frozen_copy(encoder)})
 
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        video = batch["video"]
+        video = batch[self.data_spec.input_key]
         with torch.no_grad():
             target = modules["target_encoder"](video)
             target = F.layer_norm(target, target.shape[-1:])
         losses = []
-        for masker in self.maskers:
-            masks = masker(video.size(0), self.generator)
-            ctx, tgt = masks.context.to(video.device), masks.target.to(video.device)
+        for ctx, tgt in draw_masks(self.maskers, video, self.generator):
             pred = modules["predictor"](modules["encoder"](video, keep=ctx), ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp)))
         loss = torch.stack(losses).mean()
@@ -79,4 +98,4 @@ class VJEPA(Variant):
         ema_update(modules["target_encoder"], modules["encoder"], momentum_at(step, total_steps, v.ema_start, v.ema_end))
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
-        return modules["target_encoder"](batch["video"])
+        return modules["target_encoder"](batch[self.data_spec.input_key])

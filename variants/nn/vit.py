@@ -171,8 +171,3 @@ def vit_forward_flops(num_tokens: int, dim: int, depth: int, patch_volume: int, 
     n, d = num_tokens, dim
     per_block = 2 * n * (4 * d * d + 2 * mlp_ratio * d * d) + 4 * n * n * d
     return depth * per_block + 2 * n * d * in_channels * patch_volume
-
-
-def num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
