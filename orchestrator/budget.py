@@ -7,11 +7,13 @@ trains and forward of what is frozen; the trainer multiplies by steps and worker
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -44,7 +46,38 @@ def measure_step_flops(
     """Mean FLOPs of one optimizer step on one worker (fwd+bwd of trainable, fwd of frozen).
 
     Averaged over fixed mask draws, so the charge neither depends on `seed` nor on one lucky draw.
+    Cached per architecture: a sweep's corners differ mostly in budget and seed.
     """
+    key = (variant_cls.name, _architecture_key(cfg, variant_cls), stage, batch_size)
+    if key not in _STEP_FLOPS:
+        _STEP_FLOPS[key] = _trace_step_flops(variant_cls, cfg, spec, stage, batch_size, previous)
+    return _STEP_FLOPS[key]
+
+
+_STEP_FLOPS: dict[tuple, float] = {}
+NOT_ARCHITECTURE = ("budget", "seed", "sweep", "storage", "name", "eval", "optim")
+
+
+def traced_step_flops() -> list[tuple[tuple, float]]:
+    """This process's traces, to ship to trials and workers so they never trace again."""
+    return list(_STEP_FLOPS.items())
+
+
+def reuse_step_flops(items) -> None:
+    _STEP_FLOPS.update((tuple(key), value) for key, value in items)
+
+
+def _architecture_key(cfg, variant_cls: type[Variant]) -> str:
+    """The config minus what cannot change a step's compute (budgets, seeds, a variant's `budget_keys`)."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    kept = {k: v for k, v in plain.items() if k not in NOT_ARCHITECTURE}
+    kept["variant"] = {k: v for k, v in kept.get("variant", {}).items() if k not in variant_cls.budget_keys}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def _trace_step_flops(
+    variant_cls: type[Variant], cfg, spec: DataSpec, stage: str, batch_size: int, previous: nn.ModuleDict | None
+) -> float:
     variant = variant_cls(cfg, spec)  # own instance: tracing must not advance the training mask stream
     meta_previous = copy.deepcopy(previous).to("meta") if previous is not None else None
     with torch.device("meta"):

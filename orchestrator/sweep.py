@@ -17,7 +17,12 @@ from typing import Any
 import yaml
 
 from orchestrator import registry
-from orchestrator.budget import BudgetError, plan_run
+from orchestrator.budget import (
+    BudgetError,
+    plan_run,
+    reuse_step_flops,
+    traced_step_flops,
+)
 from orchestrator.config import GROUPS, ConfigError, compose_run, format_override
 
 TOP_KEYS = {"name", "description", "base", "per_variant", "space", "search", "scheduler", "resources", "report", "smoke"}
@@ -45,6 +50,7 @@ class Sweep:
     resources: dict[str, Any]
     report: dict[str, Any]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    step_flops: list = field(repr=False, default_factory=list)  # traced while validating, reused by trials
     per_variant: dict[str, list[str]] = field(default_factory=dict)  # extra overrides when a trial uses that variant
 
     @property
@@ -84,6 +90,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool =
     _check_resource_keys(sweep)
     _check_repeats(sweep)
     _check_trials(sweep)
+    sweep.step_flops = traced_step_flops()
     return sweep
 
 
@@ -332,6 +339,7 @@ def trial(params: dict[str, Any], sweep: Sweep) -> None:
 
     from orchestrator.train import launch
 
+    reuse_step_flops(sweep.step_flops)
     cfg = compose_run(trial_overrides(sweep, params), source=sweep.source)
     run_id = f"{sweep.name}-{tune.get_context().get_trial_id()}"
     launch(cfg, run_id, in_tune=True)

@@ -21,7 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from orchestrator import registry
-from orchestrator.budget import measure_bf16_peak, plan_run, selected_stages
+from orchestrator.budget import (
+    measure_bf16_peak,
+    plan_run,
+    reuse_step_flops,
+    selected_stages,
+    traced_step_flops,
+)
 from orchestrator.config import from_plain, to_plain
 from orchestrator.metrics import DashboardGauges
 from orchestrator.results import ResultsStore, resolve_storage
@@ -207,6 +213,7 @@ def train_loop(payload: dict) -> dict:
     """Run every stage of one run on this worker; returns the last reported metrics."""
     entered = time.perf_counter()
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
+    reuse_step_flops(payload.get("step_flops", ()))  # traced by the driver when it validated the run
     session = make_session(payload.get("session", "local"))
     rank0 = session.world_rank == 0
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
@@ -367,7 +374,7 @@ def make_trainer(cfg, run_id: str, in_tune: bool):
     resources = {"CPU": cfg.train.cpus_per_worker}
     return TorchTrainer(
         train_loop,
-        train_loop_config={"config": to_plain(cfg), "run_id": run_id, "session": "train"},
+        train_loop_config={"config": to_plain(cfg), "run_id": run_id, "session": "train", "step_flops": traced_step_flops()},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=run_id,

@@ -38,6 +38,9 @@ class Variant:
     name: ClassVar[str]
     Config: ClassVar[type]
     stages: ClassVar[tuple[str, ...]] = ("main",)
+    # Config fields that change how a budget is spent but not what one step computes (SALT's
+    # teacher_fraction): the FLOP counter reuses its trace across them.
+    budget_keys: ClassVar[tuple[str, ...]] = ()
 
     # Numbers about parts this run reuses from other runs, logged with its own metrics: e.g. a
     # reused SALT teacher's cost ("teacher_flops", so reports can show costs with and without

@@ -115,6 +115,7 @@ class SALT(Variant):
     name = "salt"
     Config = SALTConfig
     stages = ("teacher", "student")
+    budget_keys = ("teacher_fraction",)
 
     def __init__(self, cfg, data_spec):
         super().__init__(cfg, data_spec)
