@@ -25,11 +25,16 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, SweepError, BudgetError, UnknownNameError, FileNotFoundError)
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, storage: str) -> None:
     import ray
 
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and "://" not in storage:
+        console.print(f"[yellow]warning:[/] {len(nodes)} nodes share storage {storage!r}, a local path: results and "
+                      "checkpoints land on whichever node writes them unless it is a shared filesystem. "
+                      "Use --storage on shared disk or a URI such as s3://bucket/runs")
 
 
 def cmd_variants(args) -> int:
@@ -58,7 +63,7 @@ def cmd_run(args) -> int:
         return 0
     console.print(f"[bold]plan[/]: {describe_plan(cfg)}")
     run_id = args.run_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    _init_ray(args.address)
+    _init_ray(args.address, cfg.storage)
     metrics = launch(cfg, run_id)
     keys = [k for k in ("step", "flops_total", "loss", "probe_acc", "probe_acc_shape", "probe_acc_motion") if k in metrics]
     console.print(f"[green]run {run_id} finished[/]: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys))
@@ -74,7 +79,7 @@ def cmd_sweep(args) -> int:
     overrides = list(args.overrides) + [f"storage={storage}"]
     sweep = load_sweep(args.file, overrides, smoke=args.smoke)
     console.print(f"[bold]sweep {sweep.name}[/]: {sweep.grid_size} trial(s) validated from {sweep.source}")
-    _init_ray(args.address)
+    _init_ray(args.address, storage)
     start = time.perf_counter()
     grid = run_sweep(sweep, storage, resume=args.resume)
     failed = [r for r in grid if r.error is not None]
