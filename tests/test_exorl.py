@@ -51,17 +51,6 @@ def rnd_dir(tmp_path_factory):
     return collect(POINT_MASS_RND, tmp_path_factory.mktemp("rnd"), num_workers=1)
 
 
-@pytest.fixture(scope="module")
-def ray_two_cpus():
-    import ray
-
-    if ray.is_initialized():
-        pytest.skip("a Ray session is already running in this process")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _episodes(dataset_dir) -> dict[str, dict[str, np.ndarray]]:
     episodes = {}
     for path in sorted((dataset_dir / "buffer").glob("*.npz")):
@@ -128,7 +117,8 @@ def test_collection_is_deterministic_per_seed(rnd_dir, tmp_path):
     assert not np.array_equal(other["episode_000000_20.npz"]["physics"], first)
 
 
-def test_ray_workers_write_the_same_episodes(ray_two_cpus, rnd_dir, tmp_path):
+def test_ray_workers_write_the_same_episodes(ray_session, rnd_dir, tmp_path):
+    """Episodes split over Ray tasks (the shared test session's Ray) equal the in-process ones."""
     parallel = collect(POINT_MASS_RND, tmp_path, num_workers=2)
     _assert_same_episodes(_episodes(rnd_dir), _episodes(parallel))
     assert (parallel / META_FILE).is_file()
