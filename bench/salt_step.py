@@ -5,17 +5,17 @@ cheaper than V-JEPA's, which runs an EMA copy of the (large) student as its targ
 Both steps are built through the variants, with the same student weights and the same
 mask stream, and timed as the trainer runs them: forward, backward, AdamW, after_step.
 
-    python bench/salt_step.py                       # CPU: 4-block vit_tiny student, 8×32×32 clips
-    python bench/salt_step.py --model vit_base --frames 16 --size 224 --device cuda
+    python -m bench.salt_step                       # CPU: 4-block vit_tiny student, 8×32×32 clips
+    python -m bench.salt_step --model vit_base --frames 16 --size 224 --device cuda
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 
 import torch
 
+from bench.common import StepTimer
 from orchestrator.budget import measure_step_flops
 from orchestrator.config import compose_run
 from variants.base import DataSpec
@@ -84,16 +84,11 @@ def time_steps(variant, modules, stage: str, video: torch.Tensor, args) -> float
         optimizer.step()
         variant.after_step(modules, step + 1, args.warmup + args.iters, stage)
 
-    for step in range(args.warmup):
+    timer = StepTimer(args.warmup, torch.cuda.synchronize if cuda else None)
+    for step in range(args.warmup + args.iters):
         one_step(step)
-    if cuda:
-        torch.cuda.synchronize(video.device)
-    start = time.perf_counter()
-    for step in range(args.warmup, args.warmup + args.iters):
-        one_step(step)
-    if cuda:
-        torch.cuda.synchronize(video.device)
-    return (time.perf_counter() - start) / args.iters
+        timer.tick()
+    return timer.seconds_per_step()
 
 
 def main() -> None:
