@@ -1,5 +1,6 @@
 """Sweep files: validation errors name file, key and fix; a 4-trial sweep runs through Tune."""
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,17 @@ def test_optuna_samples_the_space(ray_session, tmp_path, data_root):
     assert all(1e-4 <= lr <= 1e-2 for lr in lrs) and len(set(lrs)) == 3
     assert {r.config["variant.pred_depth"] for r in grid} <= {1, 2}
     assert ResultsStore(tmp_path).runs("optuna").height == 3
+
+
+SHIPPED_SWEEPS = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SWEEPS, ids=lambda p: Path(p).stem)
+def test_shipped_sweep_files_validate(path, tmp_path):
+    """Every sweep file in sweeps/ composes and budgets all its trials (the teacher-reuse one needs its teachers first)."""
+    if path.endswith("salt_teacher_quality.yaml"):
+        with pytest.raises(SweepError, match="run that sweep first"):
+            load_sweep(path, [f"storage={tmp_path}"])
+        return
+    sweep = load_sweep(path, [f"storage={tmp_path}"])
+    assert sweep.grid_size >= 4 and sweep.report
