@@ -881,6 +881,7 @@ def load_exorl(
     """Episodes of an ExoRL-layout directory (ours or ExoRL's) flattened into transitions.
 
     Returns ``observation``, ``action``, ``next_observation``, ``discount`` [N],
+    ``episode`` [N] (index of the episode in file order),
     ``physics`` and ``next_physics`` (states of the two observations) and, with
     ``task``, its ``reward`` [N] at the next state, relabelled from physics.
     ``pixels`` adds ``pixels``/``next_pixels`` (these are large). ``domain`` is
@@ -897,4 +898,6 @@ def load_exorl(
     parts = [
         _transitions(_read_episode(path, pixels), domain, task) for path in files[:max_episodes]
     ]
+    for index, part in enumerate(parts):
+        part["episode"] = np.full(len(part["action"]), index, np.int64)
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

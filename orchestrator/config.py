@@ -77,6 +77,11 @@ class EvalConfig:
     lr: float = 1e-3
     train_clips: int = 1024
     val_clips: int = 512
+    # RL (zero-shot) evaluation, through RLlib env runners
+    episodes: int = 10  # per task
+    episode_length: int = 0  # steps per episode; 0 = the env's own limit (1000 on dm_control)
+    tasks: list[str] = field(default_factory=list)  # empty = every task of the dataset
+    env_runners: int = 0  # remote evaluation env runners; 0 = in the trainer's process
 
 
 @dataclass

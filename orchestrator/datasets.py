@@ -19,16 +19,20 @@ class MissingDatasetError(FileNotFoundError):
 STORAGE_ONLY = ("shard_size",)  # how files are cut, not what the data is
 
 
-def data_node(name: str, generator_config: type) -> type:
+def data_node(name: str, generator_config: type, **defaults) -> type:
     """The Hydra `data` node of a generated dataset: the generator's own fields, plus name and root.
 
-    Derived, not restated, so the two can never drift apart.
+    Derived, not restated, so the two can never drift apart; `defaults` fill or replace the
+    generator's defaults (e.g. the domain of an `exorl_walker_rnd` entry).
     """
     fields = [("name", str, dataclasses.field(default=name))]
     for f in dataclasses.fields(generator_config):
         if f.name in STORAGE_ONLY:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.name in defaults:
+            default = defaults[f.name]
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if isinstance(default, tuple):  # OmegaConf keeps lists, not tuples
             fields.append((f.name, list[str], dataclasses.field(default_factory=lambda d=default: list(d))))
         else:
@@ -124,6 +128,12 @@ def dmc_clips_spec(cfg) -> DataSpec:
 
 
 def builtin_datasets() -> list[DatasetEntry]:
+    from orchestrator import rl_datasets  # builds on this module's helpers
+
+    return video_datasets() + rl_datasets.exorl_entries() + rl_datasets.ogbench_entries()
+
+
+def video_datasets() -> list[DatasetEntry]:
     return [
         DatasetEntry(
             "moving_shapes",

@@ -34,10 +34,12 @@ class UnknownNameError(KeyError):
 
 @functools.cache
 def variants() -> dict[str, type[Variant]]:
+    from variants.fb import FB
     from variants.salt import SALT
+    from variants.td_jepa import TDJEPA
     from variants.vjepa import VJEPA
 
-    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT)}
+    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB)}
     for ep in entry_points(group="jepa_orchestrator.variants"):
         cls = ep.load()
         found[cls.name] = cls

@@ -401,7 +401,13 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
     started = time.time()
     store.record_run(run_id, status="running", started_at=started, **record)
     try:
-        if use_inline(cfg, in_tune):
+        if is_rl(entry, cfg):  # RLlib hosts the learner (orchestrator/rl.py); learners are its actors
+            from orchestrator.rl import train_zero_shot
+
+            if not in_tune:
+                entry.prepare(cfg.data)  # collect/generate on the driver, with Ray tasks, before training
+            result = train_zero_shot({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
+        elif use_inline(cfg, in_tune):
             result = train_loop({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
         else:
             result = make_trainer(cfg, run_id, in_tune).fit().metrics or {}
@@ -414,6 +420,10 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
         raise
     store.record_run(run_id, status="finished", started_at=started, **record)
     return result
+
+
+def is_rl(entry, cfg) -> bool:
+    return entry.spec(cfg.data).kind == "rl"
 
 
 def reached_final_step(store: ResultsStore, sweep: str, run_id: str) -> bool:

@@ -10,8 +10,8 @@ from variants.fb import FB, FBConfig
 from variants.nn.rl import orthonormality_penalty
 from variants.td_jepa import TDJEPA, TDJEPAConfig
 
-SPEC = DataSpec(kind="rl")
 OBS, ACT = 2, 2
+SPEC = DataSpec(kind="rl", inputs={"observation": (OBS,), "action": (ACT,)})
 TINY = {
     TDJEPA: {"phi_dim": 8, "psi_dim": 8, "hidden": 64, "layers": 2, "gamma": 0.9, "tau": 0.02},
     FB: {"z_dim": 8, "hidden": 64, "layers": 2, "gamma": 0.9, "tau": 0.02},
@@ -23,7 +23,7 @@ VARIANTS = pytest.mark.parametrize("cls", [TDJEPA, FB], ids=["td_jepa", "fb"])
 
 def make(cls, seed=0, **overrides):
     variant_cfg = {**asdict(cls.Config()), **TINY[cls], **overrides}
-    cfg = OmegaConf.create({"seed": seed, "variant": variant_cfg, "data": {"obs_dim": OBS, "action_dim": ACT}})
+    cfg = OmegaConf.create({"seed": seed, "variant": variant_cfg})
     variant = cls(cfg, SPEC)
     return variant, variant.build("main")
 
@@ -155,11 +155,17 @@ def test_inference_returns_task_vectors_on_the_sphere(cls):
     assert variant.features(modules, {"observation": next_obs[:5]}).shape[:2] == (5, 1)
 
 
-def test_validate_config_asks_for_sizes():
-    cfg = OmegaConf.create({"seed": 0, "variant": asdict(TDJEPAConfig()), "data": {"obs_dim": 3}})
+def test_validate_config_names_a_bad_goal_mix():
+    cfg = OmegaConf.create({"seed": 0, "variant": {**asdict(TDJEPAConfig()), "goal_mix": 1.5}})
     problems = []
     TDJEPA.validate_config(cfg, lambda key, problem, fix: problems.append(key))
-    assert problems == ["data.action_dim"]
+    assert problems == ["variant.goal_mix"]
+
+
+def test_sizes_come_from_the_data_spec():
+    cfg = OmegaConf.create({"seed": 0, "variant": asdict(TDJEPAConfig())})
+    with pytest.raises(ValueError, match="observation"):
+        TDJEPA(cfg, DataSpec(kind="rl")).build("main")
 
 
 @VARIANTS

@@ -12,8 +12,7 @@ with a' ~ π(s', z) and primes for EMA targets. B is kept near-orthonormal under
 Q(s, a, z) = F(s, a, z)ᵀz for any reward with z = E_ρ[r(s) B(s)]; a TD3 actor π(s, z)
 maximises it. Single F head (no twin F/pessimism), MLPs throughout.
 
-Data assumption: as TD-JEPA, sizes come from `cfg.data.obs_dim` / `cfg.data.action_dim`
-(`DataSpec` kind "rl" has no fields for them); batches hold observation, action,
+Data: as TD-JEPA, sizes come from `DataSpec.inputs`; batches hold observation, action,
 next_observation, optionally future_observation, and reward (inference only).
 """
 from __future__ import annotations
@@ -68,10 +67,11 @@ class FB(ZeroShotAgent):
     name = "fb"
     Config = FBConfig
     online = ONLINE
+    task_key = "z_dim"
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
-        obs_dim, action_dim = rl_sizes(self.cfg)
+        obs_dim, action_dim = rl_sizes(self.data_spec)
         z_dim, hidden, layers = int(v.z_dim), int(v.hidden), int(v.layers)
         online = {
             "F": ConcatMLP((obs_dim, action_dim, z_dim), hidden, z_dim, layers),

@@ -13,8 +13,7 @@ and a TD3 actor π(φ(s), z) maximises it. Task space is read through the target
 An orthonormality penalty on φ and ψ keeps the features from collapsing. Rewards are used
 only at test time (`infer_task`).
 
-Data assumption: `DataSpec` (kind "rl") has no fields for vector sizes, so the sizes come
-from `cfg.data.obs_dim` and `cfg.data.action_dim`; batches hold observation, action,
+Data: sizes come from `DataSpec.inputs` (observation and action shapes); batches hold observation, action,
 next_observation, optionally future_observation (a later state of the same trajectory) and
 reward. A pixel encoder for φ/ψ is planned but not here yet: encoders are MLPs.
 """
@@ -71,10 +70,11 @@ class TDJEPA(ZeroShotAgent):
     name = "td_jepa"
     Config = TDJEPAConfig
     online = ONLINE
+    task_key = "psi_dim"
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
-        obs_dim, action_dim = rl_sizes(self.cfg)
+        obs_dim, action_dim = rl_sizes(self.data_spec)
         phi_dim, psi_dim, hidden, layers = int(v.phi_dim), int(v.psi_dim), int(v.hidden), int(v.layers)
         online = {
             "phi": ConcatMLP((obs_dim,), hidden, phi_dim, layers),

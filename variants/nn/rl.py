@@ -12,21 +12,20 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from variants.base import Variant
+from variants.base import DataSpec, Variant
 from variants.nn.ema import ema_update, frozen_copy
 
 
-def rl_sizes(cfg) -> tuple[int, int]:
-    """(obs_dim, action_dim): `DataSpec` has no field for them, so the data config carries them."""
-    return int(cfg.data.obs_dim), int(cfg.data.action_dim)
+def rl_sizes(spec: DataSpec) -> tuple[int, int]:
+    """(obs_dim, action_dim) from the dataset's per-sample input shapes (`DataSpec.inputs`)."""
+    missing = [key for key in ("observation", "action") if key not in spec.inputs]
+    if missing:
+        raise ValueError(f"DataSpec.inputs lacks {missing}: an RL dataset must give the observation and action shapes")
+    return int(spec.inputs["observation"][-1]), int(spec.inputs["action"][-1])
 
 
 def check_rl_config(cfg, fail) -> None:
     """Cross-key checks shared by the RL variants (see `Variant.validate_config`)."""
-    for key in ("obs_dim", "action_dim"):
-        if int(cfg.data.get(key, 0) or 0) <= 0:
-            fail(f"data.{key}", f"is missing or not positive; {cfg.variant.name} sizes its networks from it",
-                 f"set data.{key} in the data config")
     if not 0.0 <= float(cfg.variant.goal_mix) <= 1.0:
         fail("variant.goal_mix", f"is {cfg.variant.goal_mix}, not a probability", "use a value in [0, 1]")
 
@@ -158,6 +157,11 @@ class ZeroShotAgent(Variant):
     and EMA targets (`target_<name>` for each name in `online`) moved by a fixed τ."""
 
     online: tuple[str, ...] = ()
+    task_key: str = ""  # the variant config field that sizes z
+
+    @property
+    def task_dim(self) -> int:
+        return int(self.cfg.variant[self.task_key])
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
