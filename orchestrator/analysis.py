@@ -552,3 +552,38 @@ def plot_pareto(
         axes.set_title(f"{title}: {y}")
         axes.legend(fontsize="small", title=by)
     _save_figure(figure, path)
+
+
+# ---- zero-shot RL ------------------------------------------------------------
+
+
+def zero_shot_long(table: pl.DataFrame, kind: str, data: str, by: str) -> pl.DataFrame:
+    """One row per run and task: (run_id, data, method, task, value) from `eval/<task>/<kind>` columns."""
+    suffix = f"/{kind}"
+    columns = [c for c in table.columns if c.startswith("eval/") and c.endswith(suffix)]
+    schema = {"run_id": pl.String, data: pl.String, by: pl.String, "task": pl.String, "value": pl.Float64}
+    if not columns or absent_columns(table, [data, by]):
+        return pl.DataFrame(schema=schema)
+    return (
+        table.select([pl.col("run_id"), pl.col(data).cast(pl.String), pl.col(by).cast(pl.String), *columns])
+        .unpivot(index=["run_id", data, by], on=columns, variable_name="task", value_name="value")
+        .drop_nulls("value")
+        .with_columns(pl.col("task").str.strip_prefix("eval/").str.strip_suffix(suffix), pl.col("value").cast(pl.Float64))
+    )
+
+
+def zero_shot_table(table: pl.DataFrame, kind: str, data: str = "data.name", by: str = "variant.name") -> pl.DataFrame:
+    """Mean ± standard error over seeds per dataset and task, one column per method.
+
+    Each run contributes its mean over evaluation episodes; the error is across runs (seeds).
+    The "(all tasks)" row of a dataset averages each run's tasks first.
+    """
+    long = zero_shot_long(table, kind, data, by)
+    if long.height == 0:
+        return long
+    overall = (long.group_by(["run_id", data, by]).agg(pl.col("value").mean())
+               .with_columns(pl.lit("(all tasks)").alias("task")).select(long.columns))
+    stats = seed_stats(pl.concat([long, overall]), [data, "task", by], "value")
+    cell = pl.format("{} ± {} (n={})", pl.col("mean").round(3), pl.col("sem").round(3), pl.col("n"))
+    wide = stats.with_columns(cell.alias("cell")).pivot(on=by, index=[data, "task"], values="cell")
+    return wide.sort([data, "task"])

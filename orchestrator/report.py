@@ -36,6 +36,7 @@ PANEL_OPTIONS = {
     "teacher_quality": ("teacher_y", "y", "group"),
     "pareto": ("by", "ys", "x", "budget"),
     "cost": ("teacher_flops",),
+    "zero_shot": ("kind", "data", "by"),
 }
 _ERROR_PREVIEW_CHARS = 2000
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -447,7 +448,20 @@ def _cost_section(table: pl.DataFrame, options: dict) -> tuple[pl.DataFrame, lis
     ]
 
 
+def _zero_shot_section(ctx: _PanelContext, options: dict) -> list[str]:
+    """Zero-shot RL: return (dm_control) or success (OGBench) per dataset and task, per method."""
+    kind = str(options.get("kind", "return"))
+    data, by = options.get("data", "data.name"), options.get("by", DEFAULT_METHOD)
+    stats = analysis.zero_shot_table(ctx.finished, kind, data, by)
+    title = f"## Zero-shot {kind} per task"
+    if stats.height == 0:
+        return [title, "", f"Skipped the zero_shot panel: no finished run has `eval/<task>/{kind}` with `{data}` and `{by}`.", ""]
+    return [title, "", f"Mean ± standard error over seeds (n runs); each run's value is its mean over evaluation "
+            f"episodes of the zero-shot policy for that task.", "", markdown_table(stats), ""]
+
+
 _PANEL_SECTIONS = (
+    ("zero_shot", _zero_shot_section),
     ("isoflop", _isoflop_section),
     ("teacher_quality", _teacher_quality_section),
     ("pareto", _pareto_section),

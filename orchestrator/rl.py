@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import ray
 import numpy as np
 import torch
 from omegaconf import OmegaConf
@@ -49,6 +50,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 from ray.rllib.utils.metrics import EVALUATION_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.tune.registry import register_env
@@ -57,7 +59,7 @@ from ray.tune.registry import register_env
 COLUMNS = {"observation": Columns.OBS, "action": Columns.ACTIONS, "next_observation": Columns.NEXT_OBS,
            "future_observation": "future_obs"}
 LABELLED_SAMPLES = 10_000  # reward-labelled transitions for zero-shot inference (the paper uses 250k at scale)
-FUTURE_DISCOUNT = 0.98  # goals for training z's: next states at a geometric offset (mean 50 steps)
+SHUFFLE_BUFFER = 100_000  # rows mixed before batching: offline RL wants i.i.d. transitions
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -89,6 +91,21 @@ def offline_input(data: OfflineRLData, data_cfg) -> str:
         pq.write_table(table, partial)
         partial.replace(path)  # atomic: concurrent trials may both write, readers never see half a file
     return str(path)
+
+
+class InProcessOfflineData(OfflineData):
+    """RLlib's OfflineData over the Parquet file read in this process (`ray.data.from_arrow`).
+
+    `read_parquet` lists files in a ray.data task that needs a whole CPU, and a Tune trial
+    already holds its CPUs: with every CPU in trials, that task would wait for ever.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)  # its read_parquet plan is lazy and never runs
+        import pyarrow.parquet as pq
+
+        ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per epoch floods trial logs
+        self.data = ray.data.from_arrow(pq.read_table(self.path[0]))
 
 
 class TransitionPreLearner(OfflinePreLearner):
@@ -311,10 +328,14 @@ def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec) -> Algorithm:
         .learners(num_learners=0 if workers == 1 else workers, num_gpus_per_learner=1 if use_gpu else 0,
                   num_cpus_per_learner=int(cfg.train.cpus_per_worker) if workers > 1 else 1)
         .offline_data(input_=[offline_input(data, cfg.data)], input_read_method="read_parquet",
-                      prelearner_class=TransitionPreLearner, dataset_num_iters_per_learner=1,
+                      offline_data_class=InProcessOfflineData, prelearner_class=TransitionPreLearner,
+                      dataset_num_iters_per_learner=1,
                       # one pre-learner actor, no CPU reserved: a Tune trial holds its CPUs already
                       map_batches_kwargs={"concurrency": 1, "num_cpus": 0},
-                      input_read_method_kwargs={"ray_remote_args": {"num_cpus": 0}})
+                      # mapped once, then every epoch is a shuffled pass over object-store blocks
+                      materialize_mapped_data=True,
+                      iter_batches_kwargs={"prefetch_batches": 2, "drop_last": True,
+                                           "local_shuffle_buffer_size": min(len(data), SHUFFLE_BUFFER)})
         .env_runners(num_env_runners=0)
         .evaluation(evaluation_interval=10**9,  # never on its own: the trainer calls evaluate()
                     evaluation_num_env_runners=int(cfg.eval.get("env_runners", 0)),

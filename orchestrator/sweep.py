@@ -23,7 +23,7 @@ from orchestrator.budget import (
     reuse_step_flops,
     traced_step_flops,
 )
-from orchestrator.config import GROUPS, ConfigError, compose_run, format_override
+from orchestrator.config import GROUPS, ConfigError, compose_run, format_override, to_plain
 
 TOP_KEYS = {"name", "description", "base", "per_variant", "space", "search", "scheduler", "resources", "report", "smoke"}
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
@@ -365,21 +365,48 @@ def _scheduler(sweep: Sweep):
                          grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
 
 
-def _trial_resources(sweep: Sweep, inline: bool) -> dict[str, float]:
+RL_DATA_CPUS = 1  # left free for ray.data (RLlib's offline input): its tasks never run inside a trial's placement group
+
+
+def _trial_resources(sweep: Sweep, inline: bool, rl: bool = False):
+    """What Tune reserves per trial. An RL trial with several learners gets a placement group
+    for them (RLlib creates its learner actors inside the trial's group)."""
     r = sweep.resources
+    if rl and r["workers_per_trial"] > 1:
+        from ray import tune
+
+        learner = {"CPU": r["cpus_per_worker"], "GPU": r["gpus_per_worker"]}
+        return tune.PlacementGroupFactory([{"CPU": 1}] + [learner] * r["workers_per_trial"])
+    if rl:
+        return {"cpu": r["cpus_per_worker"], "gpu": r["gpus_per_worker"]}
     if inline:  # the trial process itself trains
         return {"cpu": r["cpus_per_worker"], "gpu": r["gpus_per_worker"]}
     return {"cpu": 0.01}  # a TorchTrainer's workers ask for their own; Tune needs a non-empty request
 
 
-def _max_concurrent(sweep: Sweep) -> int:
+def _max_concurrent(sweep: Sweep, rl: bool = False) -> int:
     import ray
 
     r = sweep.resources
     if r["max_concurrent_trials"]:
         return int(r["max_concurrent_trials"])
-    per_trial = r["workers_per_trial"] * r["cpus_per_worker"]
-    return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+    per_trial = r["workers_per_trial"] * r["cpus_per_worker"] + (rl and r["workers_per_trial"] > 1)
+    free = RL_DATA_CPUS if rl else 0
+    return max(1, int((ray.cluster_resources().get("CPU", 1) - free) // per_trial))
+
+
+def prepare_datasets(sweep: Sweep) -> None:
+    """Make every dataset the trials need, once, on the driver (in parallel Ray tasks where the
+    generator uses them) before any trial starts: trials then only read, and never race or wait."""
+    import json
+
+    seen = set()
+    for params in _corner_params(sweep):
+        cfg = compose_run(trial_overrides(sweep, params), source=sweep.source)
+        key = json.dumps(to_plain(cfg.data), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            registry.dataset(cfg.data.name).prepare(cfg.data)
 
 
 def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
@@ -393,7 +420,8 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
     probe_cfg = compose_run(trial_overrides(sweep, _corner_params(sweep)[0]), source=sweep.source)
     inline = probe_cfg.train.inline != "never" and sweep.resources["workers_per_trial"] == 1
     ResultsStore(storage).save_sweep_spec(sweep.name, {k: v for k, v in sweep.raw.items()})
-    trainable = tune.with_resources(tune.with_parameters(trial, sweep=sweep), _trial_resources(sweep, inline))
+    rl = registry.dataset(probe_cfg.data.name).spec(probe_cfg.data).kind == "rl"
+    trainable = tune.with_resources(tune.with_parameters(trial, sweep=sweep), _trial_resources(sweep, inline, rl))
     path = ray_storage_path(probe_cfg)
     experiment = f"{path.rstrip('/')}/tune"
     if resume and tune.Tuner.can_restore(experiment):
@@ -406,12 +434,13 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
                 num_samples=sweep.search["num_samples"],
                 search_alg=_search_alg(sweep),
                 scheduler=_scheduler(sweep),
-                max_concurrent_trials=_max_concurrent(sweep),
+                max_concurrent_trials=_max_concurrent(sweep, rl),
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(name="tune", storage_path=path, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
+    prepare_datasets(sweep)
     grid = tuner.fit()
     settle_statuses(sweep, storage, grid)
     return grid

@@ -1,0 +1,156 @@
+"""TD-JEPA updates per second: eager vs torch.compile vs CUDA graphs, and the offline sampler.
+
+One update = the variant's loss (representation + actor), backward, Adam, EMA targets:
+what RLlib's learner runs per batch. Measured side by side in one process on random
+transitions of walker's sizes, then the rate at which RLlib's `OfflineData` (ray.data)
+hands out batches of the same size, so one can see the sampler is not the bottleneck.
+
+    python -m bench.rl_update                          # CPU: hidden 1024, batch 1024 (slow), eager and compile
+    python -m bench.rl_update --device cuda            # + CUDA graphs (torch.compile mode="reduce-overhead")
+    python -m bench.rl_update --hidden 256 --batch 256 # a quick CPU look
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from bench.common import StepTimer, machine
+from variants.base import DataSpec
+from variants.td_jepa import TDJEPA, TDJEPAConfig
+
+WALKER_SIZES = {"observation": (24,), "action": (6,)}
+GPU_GOAL = 5.0  # the issue's target: compiled/graphed updates at least 5x eager on a GPU
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--modes", default="", help="comma list of eager,compile,cudagraphs (default: what the device allows)")
+    p.add_argument("--no-sampler", action="store_true", help="skip the OfflineData sampling rate")
+    return p.parse_args()
+
+
+def make_update(hidden: int, device: torch.device, mode: str):
+    """A closure running one full update; `mode` picks how the loss+backward is compiled."""
+    cfg = OmegaConf.create({"seed": 0, "variant": {**asdict(TDJEPAConfig()), "hidden": hidden}})
+    obs, act = WALKER_SIZES["observation"][0], WALKER_SIZES["action"][0]
+    spec = DataSpec(kind="rl", inputs={"observation": (obs,), "action": (act,), "next_observation": (obs,),
+                                       "future_observation": (obs,)})
+    variant = TDJEPA(cfg, spec)
+    modules = variant.build("main").to(device)
+    params = [p for p in modules.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-4, capturable=mode == "cudagraphs", fused=device.type == "cuda")
+
+    def loss_and_grads(batch):
+        loss = variant.step(modules, batch, "main")["loss"]
+        loss.backward()
+        return loss.detach()
+
+    if mode == "compile":
+        loss_and_grads = torch.compile(loss_and_grads)
+    elif mode == "cudagraphs":
+        loss_and_grads = torch.compile(loss_and_grads, mode="reduce-overhead")
+
+    def update(batch):
+        optimizer.zero_grad(set_to_none=False)
+        loss = loss_and_grads(batch)
+        optimizer.step()
+        variant.after_step(modules, 0, 0, "main")
+        return loss
+
+    return update
+
+
+def random_batch(batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    obs = WALKER_SIZES["observation"][0]
+    out = {k: torch.randn(batch, obs, generator=g) for k in ("observation", "next_observation", "future_observation")}
+    out["action"] = torch.rand(batch, WALKER_SIZES["action"][0], generator=g) * 2 - 1
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def updates_per_second(mode: str, args, device: torch.device) -> float:
+    update = make_update(args.hidden, device, mode)
+    batch = random_batch(args.batch, device)
+    timer = StepTimer(args.warmup, torch.cuda.synchronize if device.type == "cuda" else None)
+    for _ in range(args.warmup + args.iters):
+        update(batch)
+        timer.tick()
+    return 1.0 / timer.seconds_per_step()
+
+
+def sampler_batches_per_second(batch: int, iters: int = 50) -> float:
+    """RLlib OfflineData.sample() over a Parquet file of walker-sized transitions (ray.data)."""
+    import ray
+
+    from envs.offline import OfflineRLData
+    from orchestrator import rl
+
+    rows = 100_000
+    rng = np.random.default_rng(0)
+    transitions = {k: rng.standard_normal((rows, 24)).astype(np.float32)
+                   for k in ("observation", "next_observation", "future_observation")}
+    transitions["action"] = rng.uniform(-1, 1, (rows, 6)).astype(np.float32)
+    transitions["episode"] = np.arange(rows) // 1000
+    data = OfflineRLData(transitions, tasks=("none",), task_kind="goal", env_maker=None)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            import os
+
+            os.environ["JEPA_DATA"] = root
+            cfg = OmegaConf.create({"name": "bench", "rows": rows})
+            config = (rl.ZeroShotConfig()
+                      .training(train_batch_size_per_learner=batch)
+                      .offline_data(input_=[rl.offline_input(data, cfg)], offline_data_class=rl.InProcessOfflineData,
+                                    prelearner_class=rl.TransitionPreLearner, materialize_mapped_data=True,
+                                    map_batches_kwargs={"concurrency": 1, "num_cpus": 0},
+                                    iter_batches_kwargs={"prefetch_batches": 2, "drop_last": True,
+                                                         "local_shuffle_buffer_size": rl.SHUFFLE_BUFFER}))
+            offline = rl.InProcessOfflineData(config)
+            offline.spaces = {"__env__": (None, None)}
+            offline.module_spec = None
+            offline.sample(num_samples=batch, module_state={"unused": {}})  # builds and materialises the pipeline
+            timer = StepTimer(5)
+            for _ in range(5 + iters):
+                offline.sample(num_samples=batch, module_state={"unused": {}})
+                timer.tick()
+            return 1.0 / timer.seconds_per_step()
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    modes = args.modes.split(",") if args.modes else ["eager", "compile"] + (["cudagraphs"] if device.type == "cuda" else [])
+    print(f"machine: {machine()}")
+    print(f"TD-JEPA update: hidden {args.hidden}, batch {args.batch}, walker sizes, device {device}")
+    rates = {mode: updates_per_second(mode, args, device) for mode in modes}
+    for mode, rate in rates.items():
+        print(f"  {mode:<11} {rate:9.1f} updates/s   {rate / rates['eager']:5.2f}x eager")
+    if device.type == "cuda":
+        best = max(rates.values()) / rates["eager"]
+        print(f"  best/eager = {best:.2f} (goal >= {GPU_GOAL})")
+    else:
+        print("  cudagraphs: needs a GPU")
+    if not args.no_sampler:
+        sampled = sampler_batches_per_second(args.batch)
+        slowest = min(rates.values())
+        print(f"OfflineData.sample: {sampled:.1f} batches/s of {args.batch} "
+              f"({sampled / max(rates.values()):.2f}x the fastest update rate, {sampled / slowest:.2f}x the slowest)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The RLlib bridge: zero-shot agents trained on offline data and evaluated through env runners."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from orchestrator import registry
+from orchestrator.config import compose_run, to_plain
+from orchestrator.datasets import MissingDatasetError
+from orchestrator.report import write_report
+from orchestrator.results import ResultsStore
+from orchestrator.sweep import load_sweep, run_sweep
+
+TINY_AGENT = {
+    "td_jepa": ["variant.hidden=64", "variant.phi_dim=16", "variant.psi_dim=8"],
+    "fb": ["variant.hidden=64", "variant.z_dim=8"],
+}
+WALKER = ["data=exorl_walker_random", "data.num_episodes=2", "data.episode_length=100", "data.episodes_per_task=1"]
+CUBE = ["data=ogbench_cube_single_play", "data.num_episodes=2", "data.episode_length=60"]
+
+
+def rl_overrides(storage, variant: str, data: list[str]) -> list[str]:
+    return [f"variant={variant}", *data, *TINY_AGENT[variant], f"storage={storage}", "train.batch_size=32",
+            "budget.steps=12", "train.log_every=4", "train.checkpoint_every=8", "eval.episodes=2",
+            "eval.episode_length=15"]
+
+
+def module_for(variant: str, data: list[str], tmp_path):
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from orchestrator.rl import ZeroShotRLModule, load_rl_data, rl_spec
+
+    cfg = compose_run(rl_overrides(tmp_path, variant, data))
+    data = load_rl_data(cfg)
+    spec = rl_spec(data)
+    import gymnasium as gym
+
+    module = RLModuleSpec(
+        module_class=ZeroShotRLModule,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (data.observation_dim,), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (data.action_dim,), np.float32),
+        model_config={"run": to_plain(cfg), "inputs": dict(spec.inputs)},
+    ).build()
+    return module, data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant, data, kind", [("td_jepa", WALKER, "return"), ("fb", CUBE, "success")])
+def test_zero_shot_run_trains_and_evaluates_through_rllib(ray_session, tmp_path, data_root, variant, data, kind):
+    from orchestrator.train import launch
+
+    cfg = compose_run(rl_overrides(tmp_path, variant, data))
+    launch(cfg, "rl-run")
+    store = ResultsStore(tmp_path)
+    assert store.runs("adhoc")["status"].to_list()[-1] == "finished"
+    final = store.metrics("adhoc", "rl-run").filter(step=12)
+    metrics = dict(zip(final["metric"].to_list(), final["value"].to_list()))
+    tasks = registry.dataset(cfg.data.name).load(cfg.data, "train").tasks
+    for task in tasks:  # one number per task, from episodes an RLlib env runner sampled
+        assert f"eval/{task}/{kind}" in metrics
+    assert metrics["score"] == pytest.approx(np.mean([metrics[f"eval/{t}/{kind}"] for t in tasks]))
+    assert np.isfinite(metrics["loss"]) and final["flops"].max() > 0
+
+
+def test_rl_module_round_trips_a_checkpoint(tmp_path, data_root):
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module, data = module_for("td_jepa", WALKER, tmp_path)
+    obs = torch.as_tensor(data.transitions["observation"][:5])
+    module.set_task(module.infer_reward_task(*data.labelled("walk", 200, seed=0)))
+    module.save_to_path(tmp_path / "module")
+    restored = RLModule.from_checkpoint(tmp_path / "module")
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[key]), key
+    act = lambda m: m.forward_inference({Columns.OBS: obs})[Columns.ACTIONS]  # noqa: E731
+    assert torch.equal(act(module), act(restored))
+
+
+@pytest.mark.parametrize("variant", ["td_jepa", "fb"])
+def test_zero_shot_task_changes_with_the_reward(tmp_path, data_root, variant):
+    module, data = module_for(variant, WALKER, tmp_path)
+    next_obs, stand = data.labelled("stand", 200, seed=0)
+    # two rewards that vary along different state directions (random walker data barely stands or runs)
+    upright, fast = next_obs[:, 0] - next_obs[:, 0].mean(), next_obs[:, 8] - next_obs[:, 8].mean()
+    z_upright, z_fast = module.infer_reward_task(next_obs, upright), module.infer_reward_task(next_obs, fast)
+    assert torch.cosine_similarity(z_upright, z_fast, dim=0) < 0.9
+    assert torch.allclose(module.infer_reward_task(next_obs, upright), z_upright)  # a function of the reward only
+    assert torch.isfinite(module.infer_reward_task(next_obs, stand)).all()
+
+
+def test_bad_rl_inputs_give_clear_errors(tmp_path, data_root):
+    from orchestrator.rl import evaluation_tasks, load_rl_data
+
+    with pytest.raises(ValueError, match="Unknown ExoRL domain .dog.; known"):
+        registry.dataset("exorl_walker_rnd").load(OmegaConf.merge(
+            compose_run(rl_overrides(tmp_path, "fb", WALKER)).data, {"domain": "dog"}), "train")
+    cfg = compose_run([*rl_overrides(tmp_path, "fb", WALKER), "eval.tasks=[fly]"])
+    with pytest.raises(ValueError, match=r"eval.tasks names \['fly'\].*stand"):
+        evaluation_tasks(load_rl_data(cfg), cfg)
+    cfg = compose_run([*rl_overrides(tmp_path, "fb", WALKER), f"data.path={tmp_path}/absent"])
+    with pytest.raises(MissingDatasetError, match="data.path.*Fix"):
+        load_rl_data(cfg)
+    with pytest.raises(Exception, match="ogbench_nope"):
+        compose_run(["variant=fb", "data=ogbench_nope", "budget.steps=1"])
+
+
+def test_future_observations_stay_in_their_episode():
+    from envs.offline import future_rows
+
+    episode = np.repeat(np.arange(4), 25)
+    rows = future_rows(episode, 0.9, np.random.default_rng(0))
+    assert (episode[rows] == episode).all() and (rows >= np.arange(100)).all()
+    assert (rows > np.arange(100)).mean() > 0.5  # mostly later states, not the next one
+
+
+SWEEP = """
+name: rl_tiny
+base: {{data: exorl_walker_random, data.num_episodes: 2, data.episode_length: 100, data.episodes_per_task: 1,
+        variant.hidden: 64, train.batch_size: 32, budget.steps: 8, train.log_every: 4, train.checkpoint_every: 8,
+        eval.episodes: 2, eval.episode_length: 10, eval.tasks: [stand, run]}}
+space:
+  variant: [td_jepa, fb]
+search: {{algorithm: grid, metric: score, mode: max}}
+report: {{x: flops_total, y: score, group: variant.name, zero_shot: {{kind: return}}}}
+"""
+
+
+@pytest.mark.slow
+def test_rl_sweep_reports_a_zero_shot_table(ray_session, tmp_path, data_root):
+    path = tmp_path / "rl.yaml"
+    path.write_text(SWEEP.format())
+    sweep = load_sweep(path, overrides=[f"storage={tmp_path}"])
+    grid = run_sweep(sweep, str(tmp_path))
+    assert [r.error for r in grid] == [None, None]
+    text = write_report(str(tmp_path), "rl_tiny").read_text()
+    assert "Zero-shot return per task" in text
+    for cell in ("| exorl_walker_random | stand |", "| exorl_walker_random | (all tasks) |"):
+        assert cell in text
+    assert "td_jepa" in text and "fb" in text
