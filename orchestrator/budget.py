@@ -139,6 +139,10 @@ def plan_run(variant_cls: type[Variant], cfg, spec: DataSpec) -> list[StagePlan]
     Stage shares of the budget are renormalised over the stages that run.
     """
     world = int(cfg.train.num_workers)
+    if getattr(variant_cls, "external_learner", False):  # RLlib's own algorithms: FLOPs measured as they run
+        if cfg.budget.steps is None:
+            raise BudgetError(f"variant {variant_cls.name!r} is budgeted in updates. Fix: set budget.steps")
+        return [StagePlan("main", math.nan, int(cfg.budget.steps))]
     variant = variant_cls(cfg, spec)
     stages = selected_stages(variant, cfg)
     total_share = sum(variant.stage_fraction(s) for s in stages)

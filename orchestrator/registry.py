@@ -39,7 +39,9 @@ def variants() -> dict[str, type[Variant]]:
     from variants.td_jepa import TDJEPA
     from variants.vjepa import VJEPA
 
-    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB)}
+    from orchestrator.rl_baselines import BASELINES
+
+    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB, *BASELINES)}
     for ep in entry_points(group="jepa_orchestrator.variants"):
         cls = ep.load()
         found[cls.name] = cls

@@ -36,7 +36,7 @@ PANEL_OPTIONS = {
     "teacher_quality": ("teacher_y", "y", "group"),
     "pareto": ("by", "ys", "x", "budget"),
     "cost": ("teacher_flops",),
-    "zero_shot": ("kind", "data", "by"),
+    "zero_shot": ("kind", "data", "by", "with"),
 }
 _ERROR_PREVIEW_CHARS = 2000
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -218,6 +218,7 @@ class _PanelContext:
     y: str
     has_cost: bool
     teacher_flops: str
+    store: ResultsStore | None = None
 
 
 def _panel_options(section: dict, key: str) -> tuple[dict | None, list[str]]:
@@ -452,12 +453,22 @@ def _zero_shot_section(ctx: _PanelContext, options: dict) -> list[str]:
     """Zero-shot RL: return (dm_control) or success (OGBench) per dataset and task, per method."""
     kind = str(options.get("kind", "return"))
     data, by = options.get("data", "data.name"), options.get("by", DEFAULT_METHOD)
-    stats = analysis.zero_shot_table(ctx.finished, kind, data, by)
+    finished, notes = ctx.finished, []
+    for other in _as_list(options.get("with")):  # e.g. the RLlib references, trained in their own sweep
+        if other not in ctx.store.sweeps():
+            notes.append(f"No sweep `{other}` in the results (`report.zero_shot.with`): run it to add its rows.")
+            continue
+        table = analysis.final_table(ctx.store, other)
+        finished = pl.concat([finished, table.filter(pl.col("status") == "finished")], how="diagonal_relaxed")
+    stats = analysis.zero_shot_table(finished, kind, data, by)
     title = f"## Zero-shot {kind} per task"
     if stats.height == 0:
         return [title, "", f"Skipped the zero_shot panel: no finished run has `eval/<task>/{kind}` with `{data}` and `{by}`.", ""]
-    return [title, "", f"Mean ± standard error over seeds (n runs); each run's value is its mean over evaluation "
-            f"episodes of the zero-shot policy for that task.", "", markdown_table(stats), ""]
+    sources = ", ".join(f"`{name}`" for name in [ctx.sweep, *_as_list(options.get("with"))])
+    return [title, "", f"Mean ± standard error over seeds (n runs) from {sources}; each run's value is its mean over "
+            "evaluation episodes for that task. Zero-shot methods infer each task from reward-labelled samples or "
+            "a goal; RLlib references (bc, marwil, cql, iql) are trained on that task's reward.", "",
+            markdown_table(stats), "", *notes]
 
 
 _PANEL_SECTIONS = (
@@ -510,7 +521,7 @@ def write_report(root, sweep: str, x: str | None = None, y: str | None = None, g
     finished = table.filter(pl.col("status") == "finished")
     plot_and_fits, frontier = _analysis_sections(store, sweep, finished, x, y, group)
     context = _PanelContext(
-        store.sweep_dir(sweep), sweep, finished, y, bool(cost_columns), _teacher_flops_column(section)
+        store.sweep_dir(sweep), sweep, finished, y, bool(cost_columns), _teacher_flops_column(section), store
     )
     lines = [
         *_summary_section(table, sweep, x, y, group),

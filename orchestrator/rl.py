@@ -80,17 +80,25 @@ def offline_input(data: OfflineRLData, data_cfg) -> str:
     key = hashlib.sha256(json.dumps(to_plain(data_cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = data_root() / "offline_input" / f"{data_cfg.name}-{key}.parquet"
     if not path.is_file():
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        from ray.data.extensions import ArrowTensorArray
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table = pa.table({COLUMNS[k]: ArrowTensorArray.from_numpy(np.ascontiguousarray(data.transitions[k], np.float32))
-                          for k in TRANSITION_KEYS})
-        partial = path.with_suffix(f".{time.monotonic_ns()}.tmp")
-        pq.write_table(table, partial)
-        partial.replace(path)  # atomic: concurrent trials may both write, readers never see half a file
+        write_parquet({COLUMNS[k]: data.transitions[k] for k in TRANSITION_KEYS}, path)
     return str(path)
+
+
+def write_parquet(columns: dict[str, np.ndarray], path: Path) -> None:
+    """Arrays as Parquet columns (ray.data's tensor type for 2-D ones), atomically: concurrent
+    trials may both write the same file, and readers never see half of one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from ray.data.extensions import ArrowTensorArray
+
+    def column(values: np.ndarray):
+        values = np.ascontiguousarray(values)
+        return ArrowTensorArray.from_numpy(values.astype(np.float32)) if values.ndim > 1 else pa.array(values)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{time.monotonic_ns()}.tmp")
+    pq.write_table(pa.table({name: column(values) for name, values in columns.items()}), partial)
+    partial.replace(path)
 
 
 class InProcessOfflineData(OfflineData):
@@ -421,10 +429,21 @@ def train_zero_shot(payload: dict) -> dict:
     finally:
         if rows:
             store.append_metrics(run_id, cfg.sweep, rows)
-        if algo.offline_data is not None:
-            algo.offline_data.batch_iterators = None  # close ray.data's iterator while Ray is up
-        algo.stop()
+        stop(algo)
     return last
+
+
+def stop(algo: Algorithm) -> None:
+    """Close ray.data's iterators while Ray is still up (else they complain at interpreter exit)."""
+    import gc
+
+    if algo.offline_data is not None:
+        algo.offline_data.batch_iterators = None
+    learner = getattr(algo.learner_group, "_learner", None)
+    if learner is not None:
+        learner.iterator = None
+    gc.collect()
+    algo.stop()
 
 
 def metric_rows(metrics: dict) -> list[dict]:

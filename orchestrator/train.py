@@ -403,10 +403,12 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
     try:
         if is_rl(entry, cfg):  # RLlib hosts the learner (orchestrator/rl.py); learners are its actors
             from orchestrator.rl import train_zero_shot
+            from orchestrator.rl_baselines import train_baseline
 
             if not in_tune:
                 entry.prepare(cfg.data)  # collect/generate on the driver, with Ray tasks, before training
-            result = train_zero_shot({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
+            train_rl = train_baseline if getattr(variant, "external_learner", False) else train_zero_shot
+            result = train_rl({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
         elif use_inline(cfg, in_tune):
             result = train_loop({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
         else:

@@ -1,0 +1,251 @@
+"""RLlib's own offline algorithms as references for zero-shot RL: BC, MARWIL, CQL, IQL.
+
+Unlike TD-JEPA and FB, a reference sees rewards: it is trained per task on the same
+transitions with that task's relabelled reward, then evaluated on that task through an
+RLlib env runner. Networks, losses and learners are RLlib's defaults; this module only
+writes the task's data in RLlib's offline column format and charges the run in FLOPs
+(one real update measured with `FlopCounterMode`, since RLlib's losses cannot be traced
+on the meta device).
+
+Each is registered as a variant (`variant=cql variant.task=walk`) so sweep files treat
+it like any other; the class only carries the config and the RLlib algorithm to build.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.core.learner.training_data import TrainingData
+from torch.utils.flop_counter import FlopCounterMode
+
+from envs.offline import OfflineRLData
+from envs.video import data_root
+from orchestrator.config import from_plain, to_plain
+from orchestrator.metrics import DashboardGauges
+from orchestrator.results import ResultsStore
+from orchestrator.session import checkpoint_dir, make_session
+from variants.base import Variant
+
+MISSING_TASK = "???"
+# RLlib's CQL hands its learner a data iterator even with one local learner, which needs more
+# than one update per iteration; the others update once per `Algorithm.train()`.
+UPDATES_PER_ITERATION = {"bc": 1, "marwil": 1, "cql": 2, "iql": 1}
+
+
+@dataclass
+class BaselineConfig:
+    name: str = "bc"
+    task: str = MISSING_TASK  # the task whose reward it trains on (and is evaluated on)
+    hidden: int = 256
+    layers: int = 2
+    beta: float = 1.0  # MARWIL's advantage temperature (0 = BC); unused elsewhere
+    min_q_weight: float = 5.0  # CQL's conservative penalty weight
+    expectile: float = 0.7  # IQL's value expectile
+
+
+class RLlibBaseline(Variant):
+    """A variant trained by an RLlib algorithm: no networks of its own, nothing to trace."""
+
+    Config = BaselineConfig
+    external_learner: ClassVar[bool] = True  # budget: steps only; FLOPs measured on a real update
+    algorithm: ClassVar[str] = ""
+
+    @classmethod
+    def validate_config(cls, cfg, fail) -> None:
+        if cfg.variant.task in (None, "", MISSING_TASK):
+            fail("variant.task", f"is not set; the {cls.name} reference trains on one task's reward",
+                 "set variant.task=<task> (e.g. walk); `jepa data list` shows each dataset's tasks")
+        if cfg.train.num_workers != 1:
+            fail("train.num_workers", f"is {cfg.train.num_workers}; RLlib references run on one learner here "
+                 "(their FLOPs are measured on it)", "use train.num_workers=1")
+        if cfg.budget.steps is None:
+            fail("budget.steps", f"is not set; {cls.name} runs are budgeted in updates (their FLOPs are measured "
+                 "while they run)", "add budget.steps=<int>")
+
+    def build(self, stage, previous=None):
+        raise NotImplementedError(f"{self.name} is trained by RLlib's own {self.algorithm} learner (orchestrator/rl_baselines.py)")
+
+    def step(self, modules, batch, stage):
+        raise NotImplementedError(f"{self.name} is trained by RLlib's own {self.algorithm} learner")
+
+
+def _baseline(name: str, algorithm: str) -> type[RLlibBaseline]:
+    config = dataclass(type(f"{algorithm}Config", (BaselineConfig,), {"__annotations__": {"name": str}, "name": name}))
+    return type(algorithm, (RLlibBaseline,), {"name": name, "algorithm": algorithm, "Config": config})
+
+
+BC, MARWIL, CQL, IQL = (_baseline("bc", "BC"), _baseline("marwil", "MARWIL"), _baseline("cql", "CQL"), _baseline("iql", "IQL"))
+BASELINES = (BC, MARWIL, CQL, IQL)
+
+
+# ---------------------------------------------------------------------------- data
+def task_offline_input(data: OfflineRLData, data_cfg, task: str) -> str:
+    """The dataset with `task`'s rewards in RLlib's column format (one-step episodes), written once."""
+    from orchestrator.rl import write_parquet
+
+    key = hashlib.sha256(json.dumps([to_plain(data_cfg), task], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = data_root() / "offline_input" / f"{data_cfg.name}-{task}-{key}.parquet"
+    if not path.is_file():
+        t = data.transitions
+        rewards = data.rewards(task, np.arange(len(data)))
+        episode_end = np.r_[t["episode"][1:] != t["episode"][:-1], True]
+        columns = {"obs": t["observation"], "actions": t["action"], "new_obs": t["next_observation"],
+                   "rewards": rewards.astype(np.float32), "terminateds": np.zeros(len(data), bool),
+                   "truncateds": episode_end, "eps_id": np.arange(len(data), dtype=np.int64)}
+        write_parquet(columns, path)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- building
+def algorithm_config(cfg, data: OfflineRLData):
+    """RLlib's config for the baseline, with our data, env and sizes."""
+    from ray.rllib.algorithms.bc import BCConfig
+    from ray.rllib.algorithms.cql import CQLConfig
+    from ray.rllib.algorithms.iql import IQLConfig
+    from ray.rllib.algorithms.marwil import MARWILConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from orchestrator.rl import EVAL_ENV, InProcessOfflineData, make_eval_env
+    from ray.tune.registry import register_env
+
+    v, task = cfg.variant, str(cfg.variant.task)
+    if task not in data.tasks:
+        raise ValueError(f"variant.task={task!r} is not a task of data {cfg.data.name!r}. Fix: use one of {list(data.tasks)}")
+    if data.rewards is None:
+        raise ValueError(f"data {cfg.data.name!r} states tasks as goals; RLlib references need reward tasks (ExoRL data)")
+    configs = {"bc": BCConfig, "marwil": MARWILConfig, "cql": CQLConfig, "iql": IQLConfig}
+    config = configs[v.name]()
+    training = {"lr": float(cfg.optim.lr), "train_batch_size_per_learner": int(cfg.train.batch_size)}
+    if v.name == "marwil":
+        training["beta"] = float(v.beta)
+    if v.name == "cql":
+        training = {"actor_lr": float(cfg.optim.lr), "critic_lr": 3 * float(cfg.optim.lr), "alpha_lr": float(cfg.optim.lr),
+                    "train_batch_size_per_learner": int(cfg.train.batch_size), "min_q_weight": float(v.min_q_weight),
+                    "lr": None}
+    if v.name == "iql":
+        training = {"actor_lr": float(cfg.optim.lr), "critic_lr": float(cfg.optim.lr), "value_lr": float(cfg.optim.lr),
+                    "train_batch_size_per_learner": int(cfg.train.batch_size), "expectile": float(v.expectile),
+                    "lr": None}
+    env_kwargs = dict(data.env_kwargs, task=task)
+    if cfg.eval.episode_length > 0:
+        env_kwargs["max_episode_steps"] = int(cfg.eval.episode_length)
+    register_env(EVAL_ENV, make_eval_env)
+    hiddens = [int(v.hidden)] * int(v.layers)
+    config = (
+        config.environment(env=EVAL_ENV, env_config={"maker": data.env_maker, "kwargs": env_kwargs},
+                           observation_space=gym.spaces.Box(-np.inf, np.inf, (data.observation_dim,), np.float32),
+                           action_space=gym.spaces.Box(-1.0, 1.0, (data.action_dim,), np.float32))
+        .framework("torch")
+        .training(**training)
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=hiddens, head_fcnet_hiddens=hiddens))
+        .learners(num_learners=0, num_gpus_per_learner=1 if cfg.train.use_gpu else 0)
+        .offline_data(input_=[task_offline_input(data, cfg.data, task)], offline_data_class=InProcessOfflineData,
+                      dataset_num_iters_per_learner=UPDATES_PER_ITERATION[v.name], map_batches_kwargs={"concurrency": 1, "num_cpus": 0},
+                      materialize_mapped_data=True,
+                      iter_batches_kwargs={"prefetch_batches": 2, "drop_last": True, "local_shuffle_buffer_size": min(len(data), 100_000)})
+        .env_runners(num_env_runners=0)
+        .evaluation(evaluation_interval=10**9, evaluation_num_env_runners=int(cfg.eval.get("env_runners", 0)),
+                    evaluation_duration=int(cfg.eval.episodes), evaluation_duration_unit="episodes")
+        .debugging(seed=int(cfg.seed))
+    )
+    if v.name in ("bc", "marwil"):
+        config.training(gamma=float(cfg.variant.get("gamma", 0.99)))
+    return config
+
+
+def measured_update(algo) -> float:
+    """Run the first update by hand under `FlopCounterMode` and return its FLOPs.
+
+    RLlib's losses cannot be traced on the meta device, so the charge is a real update's count.
+    """
+    batch = algo.offline_data.sample(num_samples=algo.config.train_batch_size_per_learner, num_shards=0)
+    with FlopCounterMode(display=False) as counter:
+        algo.learner_group.update(training_data=TrainingData(batch=batch))
+    return float(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------------- the loop
+def train_baseline(payload: dict) -> dict:
+    """Train one RLlib reference on one task for `budget.steps` updates, then evaluate it."""
+    from orchestrator.rl import load_rl_data, metric_rows, stop
+
+    entered = time.perf_counter()
+    cfg, run_id = from_plain(payload["config"]), payload["run_id"]
+    session = make_session(payload.get("session", "local"))
+    torch.manual_seed(int(cfg.seed))
+    data = load_rl_data(cfg)
+    algo = algorithm_config(cfg, data).build_algo()
+    store = ResultsStore(cfg.storage)
+    gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name)
+    task, steps = str(cfg.variant.task), int(cfg.budget.steps)
+    flops_per_step = measured_update(algo)  # also the run's first update
+    started = time.perf_counter()
+    timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}
+    rows, last, window_start, window_steps, last_report = [], {}, time.perf_counter(), 0, started
+    try:
+        per_iteration, step = UPDATES_PER_ITERATION[cfg.variant.name], 1
+        while step < steps:
+            result = algo.train()
+            step += per_iteration
+            window_steps += per_iteration
+            done = step >= steps
+            if not (done or step % cfg.train.log_every < per_iteration):
+                continue
+            elapsed = time.perf_counter() - window_start
+            timing["train_s"] += elapsed
+            learner = result.get("learners", {}).get("default_policy", {})
+            metrics = {"stage": "main", "step": step, "flops_total": flops_per_step * step,
+                       "wall_s": time.perf_counter() - started,
+                       "samples_per_s": window_steps * cfg.train.batch_size / max(elapsed, 1e-9)}
+            metrics.update({k: float(v) for k, v in learner.items() if isinstance(v, (int, float, np.floating))
+                            and k.endswith("loss")})
+            metrics["loss"] = metrics.get("total_loss", metrics.get("policy_loss", math.nan))
+            if done:
+                eval_start = time.perf_counter()
+                metrics.update(evaluate_on_task(algo, task))
+                timing["eval_s"] += time.perf_counter() - eval_start
+            metrics.update(timing)
+            metrics["final"] = bool(done)
+            gauges.publish(metrics)
+            rows.extend(metric_rows(metrics))
+            if done or time.perf_counter() - last_report >= cfg.train.report_interval_s:
+                with contextlib.ExitStack() as stack:
+                    ckpt_path = None
+                    if done:
+                        ckpt_path = stack.enter_context(checkpoint_dir())
+                        algo.save_to_path(str(Path(ckpt_path) / "algorithm"))
+                    store.append_metrics(run_id, cfg.sweep, rows)
+                    rows = []
+                    session.report(metrics, ckpt_path)
+                last_report = time.perf_counter()
+            last = metrics
+            window_start, window_steps = time.perf_counter(), 0
+    finally:
+        if rows:
+            store.append_metrics(run_id, cfg.sweep, rows)
+        stop(algo)
+    return last
+
+
+def evaluate_on_task(algo, task: str) -> dict[str, float]:
+    """RLlib's own evaluation (env runners, no exploration) on the task's env: per-episode returns."""
+    from orchestrator.rl import summarize
+
+    runners = algo.eval_env_runner_group
+    runners.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True)
+    episodes = int(algo.config.evaluation_duration)
+    per_runner = math.ceil(episodes / max(1, runners.num_remote_env_runners()))
+    parts = runners.foreach_env_runner(
+        lambda runner: [float(e.get_return()) for e in runner.sample(num_episodes=per_runner, explore=False, force_reset=True)][:per_runner],
+        local_env_runner=runners.num_remote_env_runners() == 0)
+    returns = [r for part in parts for r in part]
+    return summarize({f"{task}/return": returns})
