@@ -27,7 +27,7 @@ class DMCTaskEnv(gym.Env):
         action_dim = int(self._env.action_spec().shape[0])
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
-        self.set_task(task or DOMAINS[domain].base_task)
+        self.set_task(task or next(iter(TASKS[domain])))
         self._t = 0
 
     @property

@@ -370,6 +370,7 @@ def train_zero_shot(payload: dict) -> dict:
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
     reuse_step_flops(payload.get("step_flops", ()))
     session = make_session(payload.get("session", "local"))
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))  # as the trainer does: threads = reserved CPUs
     torch.manual_seed(int(cfg.seed))
     data = load_rl_data(cfg)
     spec = rl_spec(data)

@@ -181,6 +181,7 @@ def train_baseline(payload: dict) -> dict:
     entered = time.perf_counter()
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
     session = make_session(payload.get("session", "local"))
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
     torch.manual_seed(int(cfg.seed))
     data = load_rl_data(cfg)
     algo = algorithm_config(cfg, data).build_algo()

@@ -6,7 +6,7 @@ already has (an ExoRL buffer directory or an OGBench .npz) instead of generating
 """
 from __future__ import annotations
 
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,12 @@ def prepare_exorl(cfg) -> str:
 
 
 def exorl_spec(cfg) -> DataSpec:
-    return rl_spec_from_env(DMCTaskEnv(cfg.domain, max_episode_steps=1))
+    return _dmc_spec(cfg.domain)
+
+
+@cache  # sweeps ask once per trial; building a MuJoCo env each time adds up
+def _dmc_spec(domain: str) -> DataSpec:
+    return rl_spec_from_env(DMCTaskEnv(domain, max_episode_steps=1))
 
 
 def load_exorl(cfg, split: str) -> OfflineRLData:
@@ -107,7 +112,12 @@ def prepare_ogbench(cfg) -> str:
 
 
 def ogbench_spec(cfg) -> DataSpec:
-    return rl_spec_from_env(ogbench.make_env(cfg.env_name))
+    return _ogbench_spec(cfg.env_name)
+
+
+@cache
+def _ogbench_spec(env_name: str) -> DataSpec:
+    return rl_spec_from_env(ogbench.make_env(env_name))
 
 
 def load_ogbench(cfg, split: str) -> OfflineRLData:

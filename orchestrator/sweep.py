@@ -391,8 +391,12 @@ def _max_concurrent(sweep: Sweep, rl: bool = False) -> int:
     if r["max_concurrent_trials"]:
         return int(r["max_concurrent_trials"])
     per_trial = r["workers_per_trial"] * r["cpus_per_worker"] + (rl and r["workers_per_trial"] > 1)
-    free = RL_DATA_CPUS if rl else 0
-    return max(1, int((ray.cluster_resources().get("CPU", 1) - free) // per_trial))
+    free, cpus = (RL_DATA_CPUS if rl else 0), ray.cluster_resources().get("CPU", 1)
+    if cpus - per_trial < free:
+        raise SweepError(f"{sweep.source}: `resources` asks {per_trial} CPUs per RL trial on a cluster of {cpus:g}, leaving "
+                         f"none of the {free} that ray.data (RLlib's offline input) needs outside trials. "
+                         "Fix: lower resources.cpus_per_worker or add CPUs")
+    return max(1, int((cpus - free) // per_trial))
 
 
 def prepare_datasets(sweep: Sweep) -> None:
