@@ -35,7 +35,7 @@ from orchestrator.results import ResultsStore
 from orchestrator.session import checkpoint_dir, make_session
 from variants.base import Variant
 
-MISSING_TASK = "???"
+MISSING_TASK = ""  # (not OmegaConf's "???": validation must read it to explain)
 # RLlib's CQL hands its learner a data iterator even with one local learner, which needs more
 # than one update per iteration; the others update once per `Algorithm.train()`.
 UPDATES_PER_ITERATION = {"bc": 1, "marwil": 1, "cql": 2, "iql": 1}

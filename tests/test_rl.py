@@ -140,3 +140,29 @@ def test_rl_sweep_reports_a_zero_shot_table(ray_session, tmp_path, data_root):
     for cell in ("| exorl_walker_random | stand |", "| exorl_walker_random | (all tasks) |"):
         assert cell in text
     assert "td_jepa" in text and "fb" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["bc", "iql"])
+def test_rllib_reference_trains_on_one_task_and_is_charged_measured_flops(ray_session, tmp_path, data_root, variant):
+    from orchestrator.train import launch
+
+    cfg = compose_run([f"variant={variant}", "variant.task=run", "variant.hidden=32", *WALKER, f"storage={tmp_path}",
+                       "train.batch_size=32", "budget.steps=6", "train.log_every=3", "eval.episodes=2",
+                       "eval.episode_length=10"])
+    launch(cfg, "reference")
+    store = ResultsStore(tmp_path)
+    assert store.runs("adhoc")["status"].to_list()[-1] == "finished"
+    final = store.metrics("adhoc", "reference").filter(step=6)
+    metrics = dict(zip(final["metric"].to_list(), final["value"].to_list()))
+    assert "eval/run/return" in metrics and metrics["score"] == metrics["eval/run/return"]
+    assert final["flops"].max() > 0  # FlopCounterMode on a real update: RLlib's losses do not trace on meta
+
+
+def test_rllib_reference_needs_a_task_and_a_step_budget():
+    from orchestrator.config import ConfigError
+
+    with pytest.raises(ConfigError, match="variant.task.*Fix: set variant.task"):
+        compose_run(["variant=cql", "data=exorl_walker_random", "budget.steps=1"])
+    with pytest.raises(ConfigError, match="budget.steps"):
+        compose_run(["variant=cql", "variant.task=run", "data=exorl_walker_random", "budget.flops=1e12"])
