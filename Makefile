@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0      # first, pinned (these machines keep its CPU build on disk); GPU clusters bring their own
-	$(PY) -m pip install --quiet -e ".[test]"       # pins mujoco==3.17.0 and ray[default,train,tune]
+	$(PY) -m pip install --quiet -e ".[test]"       # pins mujoco==3.17.0, ray[default,train,tune,rllib], ogbench
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -27,6 +27,7 @@ test: setup
 bench: setup
 	$(PY) -m bench.ray_overhead
 	$(PY) -m bench.sweep_overhead
+	$(PY) -m bench.rl_update --hidden 256 --batch 256
 
 clean:
 	rm -rf runs .pytest_cache
