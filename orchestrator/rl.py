@@ -379,10 +379,12 @@ def train_zero_shot(payload: dict) -> dict:
     store = ResultsStore(cfg.storage)
     gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name)
     start_step = 0
+    own_checkpoints = local_checkpoint_dir(cfg, run_id) if session.kind == "local" else None
     with session.restored_checkpoint() as path:
+        path = path or (own_checkpoints if own_checkpoints and (own_checkpoints / PROGRESS).is_file() else None)
         if path is not None:
             algo.restore_from_path(str(Path(path) / "algorithm"))
-            start_step = json.loads((Path(path) / "progress.json").read_text())["step"]
+            start_step = json.loads((Path(path) / PROGRESS).read_text())["step"]
     started = time.perf_counter()
     timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}
     window_start, window_steps, rows, last, last_report = time.perf_counter(), 0, [], {}, started
@@ -419,8 +421,9 @@ def train_zero_shot(payload: dict) -> dict:
                     ckpt_path = None
                     if ckpt_now:
                         ckpt_path = stack.enter_context(checkpoint_dir())
-                        algo.save_to_path(str(Path(ckpt_path) / "algorithm"))
-                        (Path(ckpt_path) / "progress.json").write_text(json.dumps({"step": step + 1}))
+                        save_checkpoint(algo, Path(ckpt_path), step + 1)
+                        if own_checkpoints is not None:
+                            save_checkpoint(algo, own_checkpoints, step + 1)
                     store.append_metrics(run_id, cfg.sweep, rows)
                     rows = []
                     session.report(metrics, ckpt_path)
@@ -432,6 +435,26 @@ def train_zero_shot(payload: dict) -> dict:
             store.append_metrics(run_id, cfg.sweep, rows)
         stop(algo)
     return last
+
+
+PROGRESS = "progress.json"
+
+
+def local_checkpoint_dir(cfg, run_id: str) -> Path | None:
+    """Where `jepa run --run-id` keeps an RL run's latest checkpoint (no Tune or Train to do it):
+    beside Ray's other checkpoints, on local storage only."""
+    from orchestrator.train import ray_storage_path
+
+    root = ray_storage_path(cfg)
+    return None if "://" in root else Path(root) / run_id / "rl_checkpoint"
+
+
+def save_checkpoint(algo: Algorithm, directory: Path, step: int) -> None:
+    """RLlib's algorithm state (modules, optimizers, learner) and the step; the step file last,
+    so a checkpoint interrupted half-way is never taken for a complete one."""
+    (directory / PROGRESS).unlink(missing_ok=True)
+    algo.save_to_path(str(directory / "algorithm"))
+    (directory / PROGRESS).write_text(json.dumps({"step": step}))
 
 
 def stop(algo: Algorithm) -> None:

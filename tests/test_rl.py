@@ -166,3 +166,14 @@ def test_rllib_reference_needs_a_task_and_a_step_budget():
         compose_run(["variant=cql", "data=exorl_walker_random", "budget.steps=1"])
     with pytest.raises(ConfigError, match="budget.steps"):
         compose_run(["variant=cql", "variant.task=run", "data=exorl_walker_random", "budget.flops=1e12"])
+
+
+@pytest.mark.slow
+def test_rl_run_resumes_from_its_checkpoint_with_a_larger_budget(ray_session, tmp_path, data_root):
+    from orchestrator.train import launch
+
+    base = rl_overrides(tmp_path, "fb", WALKER) + ["eval.tasks=[stand]", "eval.episodes=1"]
+    launch(compose_run(base), "resumed")
+    launch(compose_run([*base, "budget.steps=16"]), "resumed")  # same run id: continues at step 12
+    rows = ResultsStore(tmp_path).metrics("adhoc", "resumed").filter(metric="loss").sort("step")
+    assert rows["step"].to_list() == [4, 8, 12, 16]  # nothing replayed, nothing lost
