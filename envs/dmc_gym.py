@@ -10,7 +10,14 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from envs.exorl import DOMAINS, TASKS, _scale_to_spec, flatten_observation, load_environment, task_reward
+from envs.exorl import (
+    DOMAINS,
+    TASKS,
+    _scale_to_spec,
+    flatten_observation,
+    load_environment,
+    task_reward,
+)
 
 
 class DMCTaskEnv(gym.Env):

@@ -27,21 +27,10 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
-import ray
 import numpy as np
+import ray
 import torch
 from omegaconf import OmegaConf
-
-from envs.offline import TRANSITION_KEYS, OfflineRLData
-from envs.video import data_root
-from orchestrator import registry
-from orchestrator.budget import plan_run, reuse_step_flops
-from orchestrator.config import from_plain, to_plain
-from orchestrator.metrics import DashboardGauges
-from orchestrator.results import ResultsStore
-from orchestrator.session import checkpoint_dir, make_session
-from variants.base import DataSpec
-
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core import DEFAULT_MODULE_ID
@@ -52,8 +41,22 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
-from ray.rllib.utils.metrics import EVALUATION_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.metrics import (
+    EVALUATION_RESULTS,
+    LEARNER_RESULTS,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+)
 from ray.tune.registry import register_env
+
+from envs.offline import TRANSITION_KEYS, OfflineRLData
+from envs.video import data_root
+from orchestrator import registry
+from orchestrator.budget import plan_run, reuse_step_flops
+from orchestrator.config import from_plain, to_plain
+from orchestrator.metrics import DashboardGauges
+from orchestrator.results import ResultsStore
+from orchestrator.session import checkpoint_dir, make_session
+from variants.base import DataSpec
 
 # Variant batch key -> column of the offline Parquet file (RLlib's names where it has one).
 COLUMNS = {"observation": Columns.OBS, "action": Columns.ACTIONS, "next_observation": Columns.NEXT_OBS,
@@ -417,17 +420,13 @@ def train_zero_shot(payload: dict) -> dict:
             gauges.publish(metrics)
             rows.extend(metric_rows(metrics))
             if ckpt_now or eval_now or time.perf_counter() - last_report >= cfg.train.report_interval_s:
-                with contextlib.ExitStack() as stack:
-                    ckpt_path = None
-                    if ckpt_now:
-                        ckpt_path = stack.enter_context(checkpoint_dir())
-                        save_checkpoint(algo, Path(ckpt_path), step + 1)
-                        if own_checkpoints is not None:
-                            save_checkpoint(algo, own_checkpoints, step + 1)
-                    store.append_metrics(run_id, cfg.sweep, rows)
-                    rows = []
-                    session.report(metrics, ckpt_path)
-                last_report = time.perf_counter()
+                def save(directory: Path, done_steps: int = step + 1) -> None:
+                    save_checkpoint(algo, directory, done_steps)
+                    if own_checkpoints is not None:
+                        save_checkpoint(algo, own_checkpoints, done_steps)
+
+                flush(session, store, run_id, cfg.sweep, rows, metrics, save if ckpt_now else None)
+                rows, last_report = [], time.perf_counter()
             last = metrics
             window_start, window_steps = time.perf_counter(), 0
     finally:
@@ -435,6 +434,20 @@ def train_zero_shot(payload: dict) -> dict:
             store.append_metrics(run_id, cfg.sweep, rows)
         stop(algo)
     return last
+
+
+def flush(session, store: ResultsStore, run_id: str, sweep: str, rows: list[dict], metrics: dict, save=None) -> None:
+    """Store the rows, then report to Ray with a checkpoint written by `save(dir)` if given.
+
+    Rows first: Tune may stop the trial inside `report`.
+    """
+    with contextlib.ExitStack() as stack:
+        ckpt_path = None
+        if save is not None:
+            ckpt_path = stack.enter_context(checkpoint_dir())
+            save(Path(ckpt_path))
+        store.append_metrics(run_id, sweep, rows)
+        session.report(metrics, ckpt_path)
 
 
 PROGRESS = "progress.json"

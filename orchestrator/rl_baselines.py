@@ -12,13 +12,11 @@ it like any other; the class only carries the config and the RLlib algorithm to 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import gymnasium as gym
@@ -32,7 +30,7 @@ from envs.video import data_root
 from orchestrator.config import from_plain, to_plain
 from orchestrator.metrics import DashboardGauges
 from orchestrator.results import ResultsStore
-from orchestrator.session import checkpoint_dir, make_session
+from orchestrator.session import make_session
 from variants.base import Variant
 
 MISSING_TASK = ""  # (not OmegaConf's "???": validation must read it to explain)
@@ -113,9 +111,9 @@ def algorithm_config(cfg, data: OfflineRLData):
     from ray.rllib.algorithms.iql import IQLConfig
     from ray.rllib.algorithms.marwil import MARWILConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.tune.registry import register_env
 
     from orchestrator.rl import EVAL_ENV, InProcessOfflineData, make_eval_env
-    from ray.tune.registry import register_env
 
     v, task = cfg.variant, str(cfg.variant.task)
     if task not in data.tasks:
@@ -176,7 +174,7 @@ def measured_update(algo) -> float:
 # ---------------------------------------------------------------------------- the loop
 def train_baseline(payload: dict) -> dict:
     """Train one RLlib reference on one task for `budget.steps` updates, then evaluate it."""
-    from orchestrator.rl import load_rl_data, metric_rows, stop
+    from orchestrator.rl import flush, load_rl_data, metric_rows, stop
 
     entered = time.perf_counter()
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
@@ -219,15 +217,9 @@ def train_baseline(payload: dict) -> dict:
             gauges.publish(metrics)
             rows.extend(metric_rows(metrics))
             if done or time.perf_counter() - last_report >= cfg.train.report_interval_s:
-                with contextlib.ExitStack() as stack:
-                    ckpt_path = None
-                    if done:
-                        ckpt_path = stack.enter_context(checkpoint_dir())
-                        algo.save_to_path(str(Path(ckpt_path) / "algorithm"))
-                    store.append_metrics(run_id, cfg.sweep, rows)
-                    rows = []
-                    session.report(metrics, ckpt_path)
-                last_report = time.perf_counter()
+                save = (lambda directory: algo.save_to_path(str(directory / "algorithm"))) if done else None
+                flush(session, store, run_id, cfg.sweep, rows, metrics, save)
+                rows, last_report = [], time.perf_counter()
             last = metrics
             window_start, window_steps = time.perf_counter(), 0
     finally:

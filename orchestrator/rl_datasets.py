@@ -14,7 +14,12 @@ import numpy as np
 from envs import exorl, ogbench
 from envs.dmc_gym import DMCTaskEnv
 from envs.offline import TRANSITION_KEYS, OfflineRLData, with_future
-from orchestrator.datasets import MissingDatasetError, _generator_config, _root, data_node
+from orchestrator.datasets import (
+    MissingDatasetError,
+    _generator_config,
+    _root,
+    data_node,
+)
 from orchestrator.registry import DatasetEntry
 from variants.base import DataSpec
 

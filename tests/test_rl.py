@@ -75,7 +75,7 @@ def test_rl_module_round_trips_a_checkpoint(tmp_path, data_root):
     restored = RLModule.from_checkpoint(tmp_path / "module")
     for key, value in module.state_dict().items():
         assert torch.equal(value, restored.state_dict()[key]), key
-    act = lambda m: m.forward_inference({Columns.OBS: obs})[Columns.ACTIONS]  # noqa: E731
+    act = lambda m: m.forward_inference({Columns.OBS: obs})[Columns.ACTIONS]
     assert torch.equal(act(module), act(restored))
 
 
