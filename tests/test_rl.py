@@ -177,3 +177,15 @@ def test_rl_run_resumes_from_its_checkpoint_with_a_larger_budget(ray_session, tm
     launch(compose_run([*base, "budget.steps=16"]), "resumed")  # same run id: continues at step 12
     rows = ResultsStore(tmp_path).metrics("adhoc", "resumed").filter(metric="loss").sort("step")
     assert rows["step"].to_list() == [4, 8, 12, 16]  # nothing replayed, nothing lost
+
+
+@pytest.mark.slow
+def test_two_rllib_learners_train_one_zero_shot_run(ray_session, tmp_path, data_root):
+    """train.num_workers=2: two RLlib learner actors (DDP over gloo), each fed by ray.data's streaming split."""
+    from orchestrator.train import launch
+
+    cfg = compose_run(rl_overrides(tmp_path, "td_jepa", WALKER) + ["train.num_workers=2", "eval.tasks=[stand]"])
+    launch(cfg, "two-learners")
+    final = ResultsStore(tmp_path).metrics("adhoc", "two-learners").filter(step=12)
+    metrics = dict(zip(final["metric"].to_list(), final["value"].to_list()))
+    assert np.isfinite(metrics["loss"]) and "eval/stand/return" in metrics
