@@ -576,14 +576,20 @@ def zero_shot_table(table: pl.DataFrame, kind: str, data: str = "data.name", by:
     """Mean ± standard error over seeds per dataset and task, one column per method.
 
     Each run contributes its mean over evaluation episodes; the error is across runs (seeds).
-    The "(all tasks)" row of a dataset averages each run's tasks first.
+    The "(all tasks)" row averages the task means, its error propagated from theirs, so methods
+    trained once for all tasks and references trained once per task read the same way.
     """
     long = zero_shot_long(table, kind, data, by)
     if long.height == 0:
         return long
-    overall = (long.group_by(["run_id", data, by]).agg(pl.col("value").mean())
-               .with_columns(pl.lit("(all tasks)").alias("task")).select(long.columns))
-    stats = seed_stats(pl.concat([long, overall]), [data, "task", by], "value")
-    cell = pl.format("{} ± {} (n={})", pl.col("mean").round(3), pl.col("sem").round(3), pl.col("n"))
+    per_task = seed_stats(long, [data, "task", by], "value")
+    overall = (per_task.group_by([data, by])
+               .agg(pl.col("mean").mean(), (pl.col("sem").pow(2).sum().sqrt() / pl.len()).alias("sem"),
+                    pl.col("n").min())
+               .with_columns(pl.lit("(all tasks)").alias("task")))
+    stats = pl.concat([per_task.select(data, "task", by, "mean", "sem", "n"), overall.select(data, "task", by, "mean", "sem", "n")])
+    cell = (pl.when(pl.col("n") > 1)  # one run has no spread to report
+            .then(pl.format("{} ± {} (n={})", pl.col("mean").round(1), pl.col("sem").round(1), pl.col("n")))
+            .otherwise(pl.format("{} (n=1)", pl.col("mean").round(1))))
     wide = stats.with_columns(cell.alias("cell")).pivot(on=by, index=[data, "task"], values="cell")
     return wide.sort([data, "task"])

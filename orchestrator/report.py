@@ -467,7 +467,8 @@ def _zero_shot_section(ctx: _PanelContext, options: dict) -> list[str]:
     sources = ", ".join(f"`{name}`" for name in [ctx.sweep, *_as_list(options.get("with"))])
     return [title, "", f"Mean ± standard error over seeds (n runs) from {sources}; each run's value is its mean over "
             "evaluation episodes for that task. Zero-shot methods infer each task from reward-labelled samples or "
-            "a goal; RLlib references (bc, marwil, cql, iql) are trained on that task's reward.", "",
+            "a goal; RLlib references (bc, marwil, cql, iql) are trained on that task's reward. "
+            "\"(all tasks)\" is the mean of the task means (n: fewest runs of any task).", "",
             markdown_table(stats), "", *notes]
 
 
