@@ -37,6 +37,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--modes", default="", help="comma list of eager,compile,cudagraphs (default: what the device allows)")
     p.add_argument("--no-sampler", action="store_true", help="skip the OfflineData sampling rate")
+    p.add_argument("--no-rllib", action="store_true", help="skip the update rate through RLlib's Algorithm.train()")
     return p.parse_args()
 
 
@@ -93,16 +94,10 @@ def sampler_batches_per_second(batch: int, iters: int = 50) -> float:
     """RLlib OfflineData.sample() over a Parquet file of walker-sized transitions (ray.data)."""
     import ray
 
-    from envs.offline import OfflineRLData
     from orchestrator import rl
 
-    rows = 100_000
-    rng = np.random.default_rng(0)
-    transitions = {k: rng.standard_normal((rows, 24)).astype(np.float32)
-                   for k in ("observation", "next_observation", "future_observation")}
-    transitions["action"] = rng.uniform(-1, 1, (rows, 6)).astype(np.float32)
-    transitions["episode"] = np.arange(rows) // 1000
-    data = OfflineRLData(transitions, tasks=("none",), task_kind="goal", env_maker=None)
+    data = walker_like_data()
+    rows = len(data)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as root:
@@ -133,6 +128,50 @@ def sampler_batches_per_second(batch: int, iters: int = 50) -> float:
         ray.shutdown()
 
 
+def walker_like_data(rows: int = 100_000):
+    """Random transitions of walker's sizes, with walker's env for evaluation (never run here)."""
+    from envs.dmc_gym import DMCTaskEnv
+    from envs.offline import OfflineRLData
+
+    rng = np.random.default_rng(0)
+    obs = WALKER_SIZES["observation"][0]
+    transitions = {k: rng.standard_normal((rows, obs)).astype(np.float32)
+                   for k in ("observation", "next_observation", "future_observation")}
+    transitions["action"] = rng.uniform(-1, 1, (rows, WALKER_SIZES["action"][0])).astype(np.float32)
+    transitions["episode"] = np.arange(rows) // 1000
+    return OfflineRLData(transitions, tasks=("stand",), task_kind="reward", env_maker=DMCTaskEnv,
+                         env_kwargs={"domain": "walker"}, rewards=lambda task, idx: np.zeros(len(idx), np.float32))
+
+
+def rllib_updates_per_second(args) -> float:
+    """The same update inside RLlib: `Algorithm.train()` = OfflineData batch + Learner.update + metrics."""
+    import os
+
+    import ray
+
+    from orchestrator import rl
+    from orchestrator.config import compose_run
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            os.environ["JEPA_DATA"] = root
+            cfg = compose_run(["variant=td_jepa", "data=exorl_walker_random", f"variant.hidden={args.hidden}",
+                               f"train.batch_size={args.batch}", "budget.steps=1", "eval.tasks=[stand]",
+                               f"storage={root}/runs"])
+            data = walker_like_data()
+            algo = rl.build_algorithm(cfg, data, rl.rl_spec(data))
+            timer = StepTimer(args.warmup)
+            for _ in range(args.warmup + args.iters):
+                algo.train()
+                timer.tick()
+            rate = 1.0 / timer.seconds_per_step()
+            rl.stop(algo)
+            return rate
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
@@ -149,6 +188,10 @@ def main() -> None:
         print(f"  best/eager = {best:.2f} (goal >= {GPU_GOAL})")
     else:
         print("  cudagraphs: needs a GPU")
+    if not args.no_rllib:
+        through_rllib = rllib_updates_per_second(args)
+        print(f"  RLlib       {through_rllib:9.1f} updates/s   {through_rllib / rates['eager']:5.2f}x eager "
+              "(Algorithm.train(): offline batch, learner update, metrics)")
     if not args.no_sampler:
         sampled = sampler_batches_per_second(args.batch)
         slowest = min(rates.values())
