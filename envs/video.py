@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from filelock import FileLock
 from torch.utils.data import Dataset
 
+from envs import default_gl_backend
+
 SHAPE_CLASSES = ("square", "circle", "triangle", "cross")
 NUM_DIRECTIONS = 8
 
@@ -753,14 +755,9 @@ def dmc_num_classes(cfg: DmcClipsConfig) -> dict[str, int]:
 # --------------------------------------------------------------------------
 
 
-def _default_gl_backend() -> str:
-    """EGL renders on the GPU; without CUDA, OSMesa renders on the CPU (needs libosmesa6)."""
-    return "egl" if torch.cuda.is_available() else "osmesa"
-
-
 def _dm_control_suite():
     """Import dm_control lazily: it picks its GL backend from MUJOCO_GL at first import."""
-    os.environ.setdefault("MUJOCO_GL", _default_gl_backend())
+    os.environ.setdefault("MUJOCO_GL", default_gl_backend())
     from dm_control import suite
 
     return suite
