@@ -189,3 +189,18 @@ def test_two_rllib_learners_train_one_zero_shot_run(ray_session, tmp_path, data_
     final = ResultsStore(tmp_path).metrics("adhoc", "two-learners").filter(step=12)
     metrics = dict(zip(final["metric"].to_list(), final["value"].to_list()))
     assert np.isfinite(metrics["loss"]) and "eval/stand/return" in metrics
+
+
+def test_datasets_a_user_already_has_load_through_data_path(tmp_path, data_root):
+    """`data.path` reads an OGBench .npz or an ExoRL buffer instead of generating one."""
+    from envs import exorl, ogbench
+    from orchestrator.rl import load_rl_data
+
+    npz = ogbench.generate(ogbench.OGBenchDataConfig(num_episodes=2, episode_length=30, seed=3), tmp_path / "og")
+    cfg = compose_run(["variant=fb", "data=ogbench_cube_single_play", f"data.path={npz}", "budget.steps=1"])
+    data = load_rl_data(cfg)
+    assert len(data) == 60 and data.task_kind == "goal" and len(data.tasks) == 5
+    buffer = exorl.collect(exorl.ExplorationConfig("walker", "random", num_episodes=2, episode_length=20), tmp_path / "ex", 1)
+    cfg = compose_run(["variant=td_jepa", "data=exorl_walker_rnd", f"data.path={buffer}", "budget.steps=1"])
+    data = load_rl_data(cfg)
+    assert len(data) == 40 and data.labelled("walk", 10, seed=0)[1].shape == (10,)
