@@ -182,9 +182,11 @@ class ZeroShotLearner(TorchLearner):
             self.metrics.log_value((module_id, key), value.detach().float().item(), window=1)
         return fwd_out["loss"]
 
-    def after_gradient_based_update(self, *, timesteps):
-        super().after_gradient_based_update(timesteps=timesteps)
-        for module_id in self.module.keys():
+    def apply_gradients(self, gradients_dict) -> None:
+        """The optimizer step, then the EMA targets: once per update, however many updates
+        one `Learner.update` call runs."""
+        super().apply_gradients(gradients_dict)
+        for module_id in self.module.keys():  # noqa: SIM118 (a MultiRLModule, not a dict)
             module = self.module[module_id].unwrapped()
             module.agent.after_step(module.nets, 0, 0, "main")
 
@@ -202,7 +204,9 @@ class ZeroShotConfig(AlgorithmConfig):
 
 
 class ZeroShotAlgorithm(Algorithm):
-    """One training step = one learner update on a batch sampled by `OfflineData`."""
+    """One training step = `dataset_num_iters_per_learner` learner updates, each on a batch
+    that ray.data's iterator (RLlib's `OfflineData`) hands the learner directly: RLlib's
+    per-iteration bookkeeping is paid once for all of them (measured in bench/rl_update.py)."""
 
     @classmethod
     def get_default_config(cls) -> AlgorithmConfig:
@@ -210,15 +214,26 @@ class ZeroShotAlgorithm(Algorithm):
 
     def training_step(self) -> None:
         config = self.config
-        iterate = config.num_learners > 0
-        batch = self.offline_data.sample(num_samples=config.train_batch_size_per_learner,
-                                         num_shards=config.num_learners, return_iterator=iterate)
-        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, config.train_batch_size_per_learner * max(1, config.num_learners),
+        updates = int(config.dataset_num_iters_per_learner)
+        iterators = self.offline_data.sample(num_samples=config.train_batch_size_per_learner,
+                                             num_shards=config.num_learners, return_iterator=True)
+        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME,
+                               updates * config.train_batch_size_per_learner * max(1, config.num_learners),
                                reduce="lifetime_sum")
-        data = TrainingData(data_iterators=batch) if iterate else TrainingData(batch=batch)
-        results = self.learner_group.update(training_data=data, minibatch_size=config.train_batch_size_per_learner,
-                                            num_iters=1, **self.offline_data.iter_batches_kwargs)
+        results = self.learner_group.update(training_data=TrainingData(data_iterators=iterators),
+                                            minibatch_size=config.train_batch_size_per_learner,
+                                            num_iters=updates, **self.offline_data.iter_batches_kwargs)
         self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
+
+MAX_UPDATES_PER_ITERATION = 100
+
+
+def updates_per_iteration(cfg, steps: int, start: int = 0) -> int:
+    """Updates per `Algorithm.train()`: as many as possible (≤ 100) while every log, checkpoint,
+    evaluation, resume point and the last step still fall on an iteration boundary."""
+    every = [int(cfg.train.log_every), int(cfg.train.checkpoint_every), int(cfg.train.eval_every or 0), steps, start]
+    return math.gcd(MAX_UPDATES_PER_ITERATION, *every)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -318,7 +333,7 @@ def load_rl_data(cfg) -> OfflineRLData:
     return data
 
 
-def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec) -> Algorithm:
+def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1) -> Algorithm:
     """An RLlib algorithm config from the run config: learners, offline input, evaluation."""
     workers, use_gpu = int(cfg.train.num_workers), bool(cfg.train.use_gpu)
     env_kwargs = dict(data.env_kwargs)
@@ -340,7 +355,7 @@ def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec) -> Algorithm:
                   num_cpus_per_learner=int(cfg.train.cpus_per_worker) if workers > 1 else 1)
         .offline_data(input_=[offline_input(data, cfg.data)], input_read_method="read_parquet",
                       offline_data_class=InProcessOfflineData, prelearner_class=TransitionPreLearner,
-                      dataset_num_iters_per_learner=1,
+                      dataset_num_iters_per_learner=updates,
                       # one pre-learner actor, no CPU reserved: a Tune trial holds its CPUs already
                       map_batches_kwargs={"concurrency": 1, "num_cpus": 0},
                       # mapped once, then every epoch is a shuffled pass over object-store blocks
@@ -378,23 +393,23 @@ def train_zero_shot(payload: dict) -> dict:
     data = load_rl_data(cfg)
     spec = rl_spec(data)
     (plan,) = plan_run(registry.variant(cfg.variant.name), cfg, spec)
-    algo = build_algorithm(cfg, data, spec)
     store = ResultsStore(cfg.storage)
     gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name)
-    start_step = 0
     own_checkpoints = local_checkpoint_dir(cfg, run_id) if session.kind == "local" else None
     with session.restored_checkpoint() as path:
         path = path or (own_checkpoints if own_checkpoints and (own_checkpoints / PROGRESS).is_file() else None)
+        start_step = json.loads((Path(path) / PROGRESS).read_text())["step"] if path is not None else 0
+        updates = updates_per_iteration(cfg, plan.steps, start_step)
+        algo = build_algorithm(cfg, data, spec, updates)
         if path is not None:
             algo.restore_from_path(str(Path(path) / "algorithm"))
-            start_step = json.loads((Path(path) / PROGRESS).read_text())["step"]
     started = time.perf_counter()
     timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}
     window_start, window_steps, rows, last, last_report = time.perf_counter(), 0, [], {}, started
     try:
-        for step in range(start_step, plan.steps):
+        for step in range(start_step + updates - 1, plan.steps, updates):  # `step + 1` updates done after this train()
             result = algo.train()
-            window_steps += 1
+            window_steps += updates
             done = step + 1 == plan.steps
             log_now = (step + 1) % cfg.train.log_every == 0 or done
             ckpt_now = (step + 1) % cfg.train.checkpoint_every == 0 or done
