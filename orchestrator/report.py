@@ -535,6 +535,6 @@ def write_report(root, sweep: str, x: str | None = None, y: str | None = None, g
     ]
     path = pathlib.Path(store.sweep_dir(sweep)) / "report.md"
     temp = path.with_name(f".report.md.{os.getpid()}.tmp")
-    temp.write_text("\n".join(lines))
+    temp.write_text("\n".join(lines) + "\n")
     os.replace(temp, path)
     return path
