@@ -108,11 +108,8 @@ def sampler_batches_per_second(batch: int, iters: int = 50) -> float:
             cfg = OmegaConf.create({"name": "bench", "rows": rows})
             config = (rl.ZeroShotConfig()
                       .training(train_batch_size_per_learner=batch)
-                      .offline_data(input_=[rl.offline_input(data, cfg)], offline_data_class=rl.InProcessOfflineData,
-                                    prelearner_class=rl.TransitionPreLearner, materialize_mapped_data=True,
-                                    map_batches_kwargs={"concurrency": 1, "num_cpus": 0},
-                                    iter_batches_kwargs={"prefetch_batches": 2, "drop_last": True,
-                                                         "local_shuffle_buffer_size": rl.SHUFFLE_BUFFER}))
+                      .offline_data(prelearner_class=rl.TransitionPreLearner,
+                                    **rl.offline_data_options(rl.offline_input(data, cfg), rows)))
             offline = rl.InProcessOfflineData(config)
             offline.spaces = {"__env__": (None, None)}
             offline.module_spec = None

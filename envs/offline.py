@@ -62,8 +62,3 @@ def with_future(transitions: dict[str, np.ndarray], discount: float, seed: int) 
     """Add `future_observation`: the next_observation of a `future_rows` row."""
     rows = future_rows(transitions["episode"], discount, np.random.default_rng(seed))
     return {**transitions, "future_observation": transitions["next_observation"][rows]}
-
-
-def episode_index(num_transitions: int, episode_length: int) -> np.ndarray:
-    """Episode ids for back-to-back episodes of equal length (ExoRL files)."""
-    return np.arange(num_transitions, dtype=np.int64) // episode_length

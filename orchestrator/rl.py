@@ -56,6 +56,7 @@ from orchestrator.config import from_plain, to_plain
 from orchestrator.metrics import DashboardGauges
 from orchestrator.results import ResultsStore
 from orchestrator.session import checkpoint_dir, make_session
+from orchestrator.train import check_finite, metric_rows
 from variants.base import DataSpec
 
 # Variant batch key -> column of the offline Parquet file (RLlib's names where it has one).
@@ -63,10 +64,6 @@ COLUMNS = {"observation": Columns.OBS, "action": Columns.ACTIONS, "next_observat
            "future_observation": "future_obs"}
 LABELLED_SAMPLES = 10_000  # reward-labelled transitions for zero-shot inference (the paper uses 250k at scale)
 SHUFFLE_BUFFER = 100_000  # rows mixed before batching: offline RL wants i.i.d. transitions
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
 
 
 # ---------------------------------------------------------------------------- data
@@ -333,6 +330,21 @@ def load_rl_data(cfg) -> OfflineRLData:
     return data
 
 
+def offline_data_options(path: str, rows: int, updates: int = 1) -> dict:
+    """`AlgorithmConfig.offline_data` settings every RLlib-hosted run shares (ours and RLlib's own)."""
+    return {
+        "input_": [path],
+        "offline_data_class": InProcessOfflineData,
+        "dataset_num_iters_per_learner": updates,
+        # one pre-learner actor, no CPU reserved: a Tune trial holds its CPUs already
+        "map_batches_kwargs": {"concurrency": 1, "num_cpus": 0},
+        # mapped once, then every epoch is a shuffled pass over object-store blocks
+        "materialize_mapped_data": True,
+        "iter_batches_kwargs": {"prefetch_batches": 2, "drop_last": True,
+                                "local_shuffle_buffer_size": min(rows, SHUFFLE_BUFFER)},
+    }
+
+
 def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1) -> Algorithm:
     """An RLlib algorithm config from the run config: learners, offline input, evaluation."""
     workers, use_gpu = int(cfg.train.num_workers), bool(cfg.train.use_gpu)
@@ -353,15 +365,8 @@ def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1) 
                                                model_config={"run": to_plain(cfg), "inputs": dict(spec.inputs)}))
         .learners(num_learners=0 if workers == 1 else workers, num_gpus_per_learner=1 if use_gpu else 0,
                   num_cpus_per_learner=int(cfg.train.cpus_per_worker) if workers > 1 else 1)
-        .offline_data(input_=[offline_input(data, cfg.data)], input_read_method="read_parquet",
-                      offline_data_class=InProcessOfflineData, prelearner_class=TransitionPreLearner,
-                      dataset_num_iters_per_learner=updates,
-                      # one pre-learner actor, no CPU reserved: a Tune trial holds its CPUs already
-                      map_batches_kwargs={"concurrency": 1, "num_cpus": 0},
-                      # mapped once, then every epoch is a shuffled pass over object-store blocks
-                      materialize_mapped_data=True,
-                      iter_batches_kwargs={"prefetch_batches": 2, "drop_last": True,
-                                           "local_shuffle_buffer_size": min(len(data), SHUFFLE_BUFFER)})
+        .offline_data(prelearner_class=TransitionPreLearner,
+                      **offline_data_options(offline_input(data, cfg.data), len(data), updates))
         .env_runners(num_env_runners=0)
         .evaluation(evaluation_interval=10**9,  # never on its own: the trainer calls evaluate()
                     evaluation_num_env_runners=int(cfg.eval.get("env_runners", 0)),
@@ -393,8 +398,7 @@ def train_zero_shot(payload: dict) -> dict:
     data = load_rl_data(cfg)
     spec = rl_spec(data)
     (plan,) = plan_run(registry.variant(cfg.variant.name), cfg, spec)
-    store = ResultsStore(cfg.storage)
-    gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name)
+    recorder = RunRecorder(cfg, run_id, session)
     own_checkpoints = local_checkpoint_dir(cfg, run_id) if session.kind == "local" else None
     with session.restored_checkpoint() as path:
         path = path or (own_checkpoints if own_checkpoints and (own_checkpoints / PROGRESS).is_file() else None)
@@ -405,7 +409,7 @@ def train_zero_shot(payload: dict) -> dict:
             algo.restore_from_path(str(Path(path) / "algorithm"))
     started = time.perf_counter()
     timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}
-    window_start, window_steps, rows, last, last_report = time.perf_counter(), 0, [], {}, started
+    window_start, window_steps = time.perf_counter(), 0
     try:
         for step in range(start_step + updates - 1, plan.steps, updates):  # `step + 1` updates done after this train()
             result = algo.train()
@@ -422,47 +426,63 @@ def train_zero_shot(payload: dict) -> dict:
                        "wall_s": time.perf_counter() - started, "lr": float(cfg.optim.lr),
                        "samples_per_s": window_steps * cfg.train.batch_size * max(1, int(cfg.train.num_workers)) / max(elapsed, 1e-9)}
             metrics.update(learner_metrics(result))
-            if not math.isfinite(metrics.get("loss", math.nan)):
-                raise NonFiniteLossError(
-                    f"loss is {metrics.get('loss')} at step {step + 1} (variant {cfg.variant.name}). "
-                    "Fix: lower optim.lr or set optim.grad_clip; earlier metrics are kept")
+            check_finite(metrics.get("loss", math.nan), cfg, "main", step + 1)  # before evaluating a broken policy
             if eval_now:
                 eval_start = time.perf_counter()
                 metrics.update(evaluate_zero_shot(algo))
                 timing["eval_s"] += time.perf_counter() - eval_start
             metrics.update(timing)
             metrics["final"] = bool(done)
-            gauges.publish(metrics)
-            rows.extend(metric_rows(metrics))
-            if ckpt_now or eval_now or time.perf_counter() - last_report >= cfg.train.report_interval_s:
-                def save(directory: Path, done_steps: int = step + 1) -> None:
-                    save_checkpoint(algo, directory, done_steps)
-                    if own_checkpoints is not None:
-                        save_checkpoint(algo, own_checkpoints, done_steps)
 
-                flush(session, store, run_id, cfg.sweep, rows, metrics, save if ckpt_now else None)
-                rows, last_report = [], time.perf_counter()
-            last = metrics
+            def save(directory: Path, done_steps: int = step + 1) -> None:
+                save_checkpoint(algo, directory, done_steps)
+                if own_checkpoints is not None:
+                    save_checkpoint(algo, own_checkpoints, done_steps)
+
+            recorder.record(metrics, save if ckpt_now else None, force=eval_now)
             window_start, window_steps = time.perf_counter(), 0
     finally:
-        if rows:
-            store.append_metrics(run_id, cfg.sweep, rows)
+        recorder.close()
         stop(algo)
-    return last
+    return recorder.last
 
 
-def flush(session, store: ResultsStore, run_id: str, sweep: str, rows: list[dict], metrics: dict, save=None) -> None:
-    """Store the rows, then report to Ray with a checkpoint written by `save(dir)` if given.
+class RunRecorder:
+    """What an RLlib-hosted run does with each logged step: dashboard gauges, long-format rows in
+    the results store, and rate-limited reports to Ray (with a checkpoint when `save` is given).
 
-    Rows first: Tune may stop the trial inside `report`.
+    Rows are stored before reporting: Tune may stop the trial inside `report`.
     """
-    with contextlib.ExitStack() as stack:
-        ckpt_path = None
-        if save is not None:
-            ckpt_path = stack.enter_context(checkpoint_dir())
-            save(Path(ckpt_path))
-        store.append_metrics(run_id, sweep, rows)
-        session.report(metrics, ckpt_path)
+
+    def __init__(self, cfg, run_id: str, session):
+        self.cfg, self.run_id, self.session = cfg, run_id, session
+        self.store = ResultsStore(cfg.storage)
+        self.gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name)
+        self.rows: list[dict] = []
+        self.last: dict = {}
+        self.last_report = time.perf_counter()
+
+    def record(self, metrics: dict, save=None, force: bool = False) -> None:
+        self.gauges.publish(metrics)
+        self.rows.extend(metric_rows(metrics))
+        self.last = metrics
+        if save is None and not force and time.perf_counter() - self.last_report < self.cfg.train.report_interval_s:
+            return
+        with contextlib.ExitStack() as stack:
+            ckpt_path = None
+            if save is not None:
+                ckpt_path = stack.enter_context(checkpoint_dir())
+                save(Path(ckpt_path))
+            self.store.append_metrics(self.run_id, self.cfg.sweep, self.rows)
+            self.rows = []
+            self.session.report(metrics, ckpt_path)
+        self.last_report = time.perf_counter()
+
+    def close(self) -> None:
+        """Store rows not yet reported (a failing run keeps everything it logged)."""
+        if self.rows:
+            self.store.append_metrics(self.run_id, self.cfg.sweep, self.rows)
+            self.rows = []
 
 
 PROGRESS = "progress.json"
@@ -496,9 +516,3 @@ def stop(algo: Algorithm) -> None:
         learner.iterator = None
     gc.collect()
     algo.stop()
-
-
-def metric_rows(metrics: dict) -> list[dict]:
-    from orchestrator.train import _metric_rows  # one long-format schema for every run
-
-    return _metric_rows(metrics)

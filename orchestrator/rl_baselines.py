@@ -28,12 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from envs.offline import OfflineRLData
 from envs.video import data_root
 from orchestrator.config import from_plain, to_plain
-from orchestrator.metrics import DashboardGauges
-from orchestrator.results import ResultsStore
 from orchestrator.session import make_session
 from variants.base import Variant
 
-MISSING_TASK = ""  # (not OmegaConf's "???": validation must read it to explain)
 # RLlib's CQL hands its learner a data iterator even with one local learner, which needs more
 # than one update per iteration; the others update once per `Algorithm.train()`.
 UPDATES_PER_ITERATION = {"bc": 1, "marwil": 1, "cql": 2, "iql": 1}
@@ -42,7 +39,7 @@ UPDATES_PER_ITERATION = {"bc": 1, "marwil": 1, "cql": 2, "iql": 1}
 @dataclass
 class BaselineConfig:
     name: str = "bc"
-    task: str = MISSING_TASK  # the task whose reward it trains on (and is evaluated on)
+    task: str = ""  # (not OmegaConf's "???": validation must read it to explain) the task whose reward it trains on (and is evaluated on)
     hidden: int = 256
     layers: int = 2
     beta: float = 1.0  # MARWIL's advantage temperature (0 = BC); unused elsewhere
@@ -59,7 +56,7 @@ class RLlibBaseline(Variant):
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
-        if cfg.variant.task in (None, "", MISSING_TASK):
+        if not cfg.variant.task:
             fail("variant.task", f"is not set; the {cls.name} reference trains on one task's reward",
                  "set variant.task=<task> (e.g. walk); `jepa data list` shows each dataset's tasks")
         if cfg.train.num_workers != 1:
@@ -113,7 +110,7 @@ def algorithm_config(cfg, data: OfflineRLData):
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.tune.registry import register_env
 
-    from orchestrator.rl import EVAL_ENV, InProcessOfflineData, make_eval_env
+    from orchestrator.rl import EVAL_ENV, make_eval_env, offline_data_options
 
     v, task = cfg.variant, str(cfg.variant.task)
     if task not in data.tasks:
@@ -146,17 +143,13 @@ def algorithm_config(cfg, data: OfflineRLData):
         .training(**training)
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=hiddens, head_fcnet_hiddens=hiddens))
         .learners(num_learners=0, num_gpus_per_learner=1 if cfg.train.use_gpu else 0)
-        .offline_data(input_=[task_offline_input(data, cfg.data, task)], offline_data_class=InProcessOfflineData,
-                      dataset_num_iters_per_learner=UPDATES_PER_ITERATION[v.name], map_batches_kwargs={"concurrency": 1, "num_cpus": 0},
-                      materialize_mapped_data=True,
-                      iter_batches_kwargs={"prefetch_batches": 2, "drop_last": True, "local_shuffle_buffer_size": min(len(data), 100_000)})
+        .offline_data(**offline_data_options(task_offline_input(data, cfg.data, task), len(data),
+                                             UPDATES_PER_ITERATION[v.name]))
         .env_runners(num_env_runners=0)
         .evaluation(evaluation_interval=10**9, evaluation_num_env_runners=int(cfg.eval.get("env_runners", 0)),
                     evaluation_duration=int(cfg.eval.episodes), evaluation_duration_unit="episodes")
         .debugging(seed=int(cfg.seed))
     )
-    if v.name in ("bc", "marwil"):
-        config.training(gamma=float(cfg.variant.get("gamma", 0.99)))
     return config
 
 
@@ -174,7 +167,8 @@ def measured_update(algo) -> float:
 # ---------------------------------------------------------------------------- the loop
 def train_baseline(payload: dict) -> dict:
     """Train one RLlib reference on one task for `budget.steps` updates, then evaluate it."""
-    from orchestrator.rl import flush, load_rl_data, metric_rows, stop
+    from orchestrator.rl import RunRecorder, load_rl_data, stop
+    from orchestrator.train import check_finite
 
     entered = time.perf_counter()
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
@@ -183,13 +177,12 @@ def train_baseline(payload: dict) -> dict:
     torch.manual_seed(int(cfg.seed))
     data = load_rl_data(cfg)
     algo = algorithm_config(cfg, data).build_algo()
-    store = ResultsStore(cfg.storage)
-    gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name)
+    recorder = RunRecorder(cfg, run_id, session)
     task, steps = str(cfg.variant.task), int(cfg.budget.steps)
     flops_per_step = measured_update(algo)  # also the run's first update
     started = time.perf_counter()
     timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}
-    rows, last, window_start, window_steps, last_report = [], {}, time.perf_counter(), 0, started
+    window_start, window_steps = time.perf_counter(), 0
     try:
         per_iteration, step = UPDATES_PER_ITERATION[cfg.variant.name], 1
         while step < steps:
@@ -208,25 +201,20 @@ def train_baseline(payload: dict) -> dict:
             metrics.update({k: float(v) for k, v in learner.items() if isinstance(v, (int, float, np.floating))
                             and k.endswith("loss")})
             metrics["loss"] = metrics.get("total_loss", metrics.get("policy_loss", math.nan))
+            check_finite(metrics["loss"], cfg, "main", step)
             if done:
                 eval_start = time.perf_counter()
                 metrics.update(evaluate_on_task(algo, task))
                 timing["eval_s"] += time.perf_counter() - eval_start
             metrics.update(timing)
             metrics["final"] = bool(done)
-            gauges.publish(metrics)
-            rows.extend(metric_rows(metrics))
-            if done or time.perf_counter() - last_report >= cfg.train.report_interval_s:
-                save = (lambda directory: algo.save_to_path(str(directory / "algorithm"))) if done else None
-                flush(session, store, run_id, cfg.sweep, rows, metrics, save)
-                rows, last_report = [], time.perf_counter()
-            last = metrics
+            save = (lambda directory: algo.save_to_path(str(directory / "algorithm"))) if done else None
+            recorder.record(metrics, save)
             window_start, window_steps = time.perf_counter(), 0
     finally:
-        if rows:
-            store.append_metrics(run_id, cfg.sweep, rows)
+        recorder.close()
         stop(algo)
-    return last
+    return recorder.last
 
 
 def evaluate_on_task(algo, task: str) -> dict[str, float]:

@@ -307,7 +307,7 @@ def train_loop(payload: dict) -> dict:
             if not is_last_stage:  # earlier stages (a SALT teacher) log under their own names
                 metrics = stage_prefixed(metrics, stage)
             if rank0:
-                rows.extend(_metric_rows(metrics))
+                rows.extend(metric_rows(metrics))
             # Ray's report waits for its controller, so it is rate-limited; the store gets every row.
             report_now = ckpt_now or eval_now or agreed(time.perf_counter() - last_report >= cfg.train.report_interval_s, distributed, device)
             if report_now:
@@ -347,7 +347,7 @@ def stage_prefixed(metrics: dict, stage: str) -> dict:
     return {(k if k in UNPREFIXED else f"{stage}/{k}"): v for k, v in metrics.items()}
 
 
-def _metric_rows(metrics: dict) -> list[dict]:
+def metric_rows(metrics: dict) -> list[dict]:
     """Long-format rows for the results store."""
     base = {"step": int(metrics["step"]), "flops": float(metrics["flops_total"]), "wall_s": float(metrics["wall_s"])}
     return [dict(base, metric=k, value=float(v)) for k, v in metrics.items()
