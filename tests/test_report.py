@@ -83,3 +83,27 @@ def test_explicit_y_overrides_spec_default(sweep_root):
 def test_missing_sweep_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results for sweep nope under .*jepa sweep"):
         write_report(tmp_path, "nope")
+
+
+def _zero_shot_run(store: ResultsStore, sweep: str, method: str, seed: int, returns: dict[str, float]) -> None:
+    run_id = f"{sweep}-{method}-s{seed}"
+    config = {"variant": {"name": method}, "data": {"name": "exorl_walker_rnd"}, "seed": seed}
+    store.record_run(run_id, sweep=sweep, variant=method, stage="main", config=config, status="finished")
+    rows = [{"step": 5, "flops": 1e9, "wall_s": 1.0, "metric": f"eval/{task}/return", "value": value}
+            for task, value in returns.items()]
+    store.append_metrics(run_id, sweep, rows + [{"step": 5, "flops": 1e9, "wall_s": 1.0, "metric": "score",
+                                                 "value": sum(returns.values()) / len(returns)}])
+
+
+def test_zero_shot_table_gives_seed_means_and_errors_and_merges_reference_sweeps(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.save_sweep_spec("zs", {"name": "zs", "report": {"y": "score", "group": "variant.name",
+                                                          "zero_shot": {"kind": "return", "with": ["refs", "absent"]}}})
+    _zero_shot_run(store, "zs", "td_jepa", 0, {"stand": 100.0, "run": 10.0})
+    _zero_shot_run(store, "zs", "td_jepa", 1, {"stand": 200.0, "run": 30.0})
+    _zero_shot_run(store, "refs", "iql", 0, {"run": 50.0})  # a reference: one task per run
+    text = write_report(str(tmp_path), "zs").read_text()
+    assert "| exorl_walker_rnd | stand |  | 150.0 ± 50.0 (n=2) |" in text  # mean and s.e. over 2 seeds; no iql
+    assert "| exorl_walker_rnd | run | 50.0 (n=1) | 20.0 ± 10.0 (n=2) |" in text  # iql merged from `refs`
+    assert "| exorl_walker_rnd | (all tasks) | 50.0 (n=1) | 85.0 ± 25.5 (n=2) |" in text
+    assert "No sweep `absent` in the results" in text

@@ -143,7 +143,7 @@ def test_rl_sweep_reports_a_zero_shot_table(ray_session, tmp_path, data_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["bc", "iql"])
+@pytest.mark.parametrize("variant", ["bc", "marwil", "cql", "iql"])
 def test_rllib_reference_trains_on_one_task_and_is_charged_measured_flops(ray_session, tmp_path, data_root, variant):
     from orchestrator.train import launch
 
@@ -153,7 +153,9 @@ def test_rllib_reference_trains_on_one_task_and_is_charged_measured_flops(ray_se
     launch(cfg, "reference")
     store = ResultsStore(tmp_path)
     assert store.runs("adhoc")["status"].to_list()[-1] == "finished"
-    final = store.metrics("adhoc", "reference").filter(step=6)
+    rows = store.metrics("adhoc", "reference")
+    final = rows.filter(step=rows["step"].max())
+    assert rows["step"].max() >= 6  # CQL runs 2 updates per iteration and may end one past the budget
     metrics = dict(zip(final["metric"].to_list(), final["value"].to_list()))
     assert "eval/run/return" in metrics and metrics["score"] == metrics["eval/run/return"]
     assert final["flops"].max() > 0  # FlopCounterMode on a real update: RLlib's losses do not trace on meta
