@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 JEPA := $(VENV)/bin/jepa
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup gl demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"       # pins mujoco==3.17.0, ray[default,train,tune,rllib], ogbench
 	touch $(STAMP)
 
-setup: $(STAMP)
+# dm_control renders headless through EGL or OSMesa. Where neither loads, install Debian's libosmesa6 if we can
+# (root with apt-get); otherwise say so once and carry on: only rendering (data=dmc_clips, ExoRL pixels) needs it,
+# and its tests skip with the reason.
+GL_PACKAGE ?= libosmesa6
+gl: $(STAMP)
+	@if ! $(PY) -c "import sys, envs; sys.exit(envs.probe_gl_backend() is None)"; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	        echo "installing $(GL_PACKAGE) (OpenGL for headless dm_control rendering)"; \
+	        { apt-get update -qq && apt-get install -y -qq $(GL_PACKAGE); } >/dev/null \
+	            || echo "notice: could not install $(GL_PACKAGE); rendering (data=dmc_clips, ExoRL pixels) is unavailable and its tests skip" >&2; \
+	    else \
+	        echo "notice: no OpenGL library (EGL, OSMesa) loads here and installing $(GL_PACKAGE) needs root with apt-get; rendering (data=dmc_clips, ExoRL pixels) is unavailable and its tests skip" >&2; \
+	    fi; \
+	fi
+
+setup: $(STAMP) gl
 
 demo: setup
 	$(JEPA) data make moving_shapes

@@ -57,12 +57,14 @@ import torch.nn.functional as F
 from dm_control.utils import rewards
 from torch import nn
 
+from envs import require_rendering
 from envs.video import (
     META_FILE,
     RENDER_FLAGS,
     _config_fingerprint,
     _dm_control_suite,
     _ensure_dataset,
+    _is_complete,
     _replace_atomically,
     data_root,
 )
@@ -76,6 +78,7 @@ MAKE_HINT = "jepa data make exorl_{domain}_{policy}"
 
 PIXELS_SIZE = 64
 PIXELS_CAMERA = 0
+PIXELS_RENDERING = "rendering ExoRL pixels (data.pixels=true)"
 
 _EPISODE_DTYPES = {
     "observation": np.float32,
@@ -650,6 +653,8 @@ def _single_threaded_torch():
 
 def collect_episodes(cfg: ExplorationConfig, episodes: range, buffer: str | Path) -> list[str]:
     """Collect ``episodes`` in sequence (one explorer learning across them) into ``buffer``."""
+    if cfg.pixels:
+        require_rendering(PIXELS_RENDERING)
     env = load_environment(cfg.domain)
     names = []
     try:
@@ -690,7 +695,9 @@ def _collect_with_ray(
     import ray
 
     if not ray.is_initialized():
-        ray.init()
+        # Our own local Ray unless one is named (RAY_ADDRESS, set for Ray job drivers and by `jepa data make
+        # --address`): a bare ray.init() joins the last `ray start` cluster of this machine, even a dead one.
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
     remote = ray.remote(num_cpus=1)(collect_episodes)
     pending = []
     for share in shares:
@@ -758,6 +765,8 @@ def collect(cfg: ExplorationConfig, root: Path | None = None, num_workers: int =
     a file lock, so concurrent callers collect once.
     """
     directory = exorl_dir(cfg, root)
+    if cfg.pixels and not _is_complete(directory, cfg.fingerprint()):
+        require_rendering(PIXELS_RENDERING)  # here, in one line, rather than in every Ray task
     return _ensure_dataset(directory, cfg.fingerprint(), partial(_write_exorl, cfg, num_workers))
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from filelock import FileLock
 from torch.utils.data import Dataset
 
-from envs import default_gl_backend
+from envs import require_rendering, settle_gl_backend
 
 SHAPE_CLASSES = ("square", "circle", "triangle", "cross")
 NUM_DIRECTIONS = 8
@@ -607,6 +607,27 @@ def _decode_first_frames(path: Path, count: int) -> list[np.ndarray]:
     return decoded
 
 
+def check_clip_csv(csv_path: Path) -> list[tuple[Path, int, int]]:
+    """The CSV's entries, once every listed video exists and decodes its first frame.
+
+    A quick look before training (one frame per file), so a missing or truncated mp4 is
+    named with its CSV line instead of failing a trial midway.
+    """
+    import av
+
+    csv_path = Path(csv_path)
+    entries = _read_clip_csv(csv_path)
+    for video_path, _, line_number in entries:
+        where = f"{video_path} (listed in {csv_path}, line {line_number})"
+        if not video_path.is_file():
+            raise FileNotFoundError(f"Video {where} does not exist")
+        try:
+            _decode_first_frames(video_path, 1)
+        except (av.error.FFmpegError, ValueError) as err:
+            raise ValueError(f"Video {where} cannot be decoded ({err})") from None
+    return entries
+
+
 def _resize(video: torch.Tensor, size: int) -> torch.Tensor:
     """Float [T, 3, H, W] to [T, 3, size, size]; antialiased when shrinking."""
     if video.shape[-2:] == (size, size):
@@ -667,6 +688,7 @@ class Mp4Clips(Dataset):
 # Bump when the simulation or rendering code changes so cached datasets are regenerated.
 DMC_GENERATOR_VERSION = 1
 DMC_HINT = "jepa data make dmc_clips"
+DMC_RENDERING = "rendering dm_control clips (data=dmc_clips)"
 
 
 @dataclass(frozen=True)
@@ -757,7 +779,7 @@ def dmc_num_classes(cfg: DmcClipsConfig) -> dict[str, int]:
 
 def _dm_control_suite():
     """Import dm_control lazily: it picks its GL backend from MUJOCO_GL at first import."""
-    os.environ.setdefault("MUJOCO_GL", default_gl_backend())
+    settle_gl_backend()
     from dm_control import suite
 
     return suite
@@ -863,6 +885,7 @@ def generate_dmc_clips(
     """
     if start < 0 or count < 0:
         raise ValueError(f"start and count must be >= 0, got start={start}, count={count}")
+    require_rendering(DMC_RENDERING)
     video = np.empty((count, cfg.frames, cfg.size, cfg.size, 3), dtype=np.uint8)
     domain = np.empty(count, dtype=np.int64)
     speed = np.empty(count, dtype=np.float32)
@@ -911,6 +934,8 @@ def ensure_dmc_clips(cfg: DmcClipsConfig, root: Path | None = None) -> Path:
     written last, and a file lock so concurrent callers generate it once.
     """
     write = partial(_write_dmc_clips, cfg)
+    if not _is_complete(dmc_clips_dir(cfg, root), cfg.fingerprint()):
+        require_rendering(DMC_RENDERING)  # one line naming the fix, before any file is made
     return _ensure_dataset(dmc_clips_dir(cfg, root), cfg.fingerprint(), write)
 
 

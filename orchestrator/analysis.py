@@ -80,6 +80,30 @@ def _config_columns(runs: pl.DataFrame, reserved: set[str]) -> pl.DataFrame:
     return pl.DataFrame([runs.get_column("run_id"), *columns])
 
 
+def varying_config_paths(runs: pl.DataFrame) -> list[str]:
+    """Config paths whose value is not the same in every run (absent counts as a value)."""
+    flat = [flatten_config(_parse_config(c)) for c in runs.get_column("config").to_list()]
+    paths = sorted({path for leaves in flat for path in leaves})
+    absent = object()
+    return [
+        path for path in paths
+        if len({json.dumps(leaves.get(path, absent), sort_keys=True, default=repr) for leaves in flat}) > 1
+    ]
+
+
+def config_column(path: str, columns: Iterable[str]) -> str | None:
+    """The table column holding a config path: renamed on a clash, or `<group>.name` for a group choice."""
+    available = set(columns)
+    return next((c for c in (f"config.{path}", path, f"{path}.name") if c in available), None)
+
+
+def swept_columns(runs: pl.DataFrame, columns: Iterable[str], space_keys: Iterable[str]) -> list[str]:
+    """Columns of the keys a sweep varied: its `space` keys in order, then every other config key that differs."""
+    columns = list(columns)
+    found = [config_column(key, columns) for key in [*space_keys, *varying_config_paths(runs)]]
+    return list(dict.fromkeys(c for c in found if c is not None))
+
+
 def _last_metric_values(metrics: pl.DataFrame) -> pl.DataFrame:
     """Per run: each metric's value at the last step it was logged, plus total FLOPs."""
     flops_total = metrics.group_by("run_id").agg(pl.col("flops").max().alias(FLOPS_TOTAL))

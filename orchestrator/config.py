@@ -7,7 +7,11 @@ Groups: `variant` (one node per registered variant), `data` (one per dataset), `
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,45 +113,121 @@ def _register() -> None:
     for name, (dim, depth, heads) in VIT_SIZES.items():
         cs.store(group="model", name=name, node=ModelConfig(name=name, dim=dim, depth=depth, heads=heads))
     for name, cls in registry.variants().items():
-        cs.store(group="variant", name=name, node=cls.Config)
+        cs.store(group="variant", name=name, node=with_name(cls.Config, name))
     for name, entry in registry.datasets().items():
         cs.store(group="data", name=name, node=entry.config_class)
 
 
-def compose_run(overrides: list[str] | tuple[str, ...] = (), source: str = "command line") -> DictConfig:
-    """Compose and validate a run config; `source` names where the overrides came from."""
+def with_name(config: type, name: str) -> type:
+    """A variant's Config with a `name` field (default: the registered name) if it lacks one,
+    so a plugin's Config needs only its own hyper-parameters."""
+    if "name" in {f.name for f in dataclasses.fields(config)}:
+        return config
+    return dataclasses.make_dataclass(config.__name__, [("name", str, field(default=name))], bases=(config,))
+
+
+def _compose(overrides: list[str]) -> DictConfig:
     _register()
     GlobalHydra.instance().clear()
     try:
         with initialize(version_base=None, config_path=None):
-            cfg = compose(config_name="run", overrides=list(overrides))
-    except (ConfigCompositionException, HydraException) as err:
-        raise ConfigError(_explain_hydra_error(err, source)) from None
+            return compose(config_name="run", overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
+
+
+def compose_run(overrides: list[str] | tuple[str, ...] = (), source: str = "command line") -> DictConfig:
+    """Compose and validate a run config; `source` names where the overrides came from."""
+    try:
+        cfg = _compose(list(overrides))
+    except (ConfigCompositionException, HydraException) as err:
+        raise ConfigError(_explain_hydra_error(err, source, overrides)) from None
+    absolute_paths(cfg)
     validate_run(cfg, source)
     return cfg
 
 
-def _explain_hydra_error(err: Exception, source: str) -> str:
+# Config keys that name files: a relative one means "relative to where the user ran `jepa`". Tune trials
+# and Ray Train workers run in directories of their own, so these are made absolute on the driver.
+PATH_KEYS = ("data.path", "data.root", "data.train_csv", "data.val_csv", "variant.teacher_checkpoint")
+
+
+def absolute_path(value: Any) -> Any:
+    """A relative file name made absolute against this process's working directory; anything else as is."""
+    relative = isinstance(value, str) and value not in ("", "???") and "://" not in value and not os.path.isabs(os.path.expanduser(value))
+    return os.path.abspath(os.path.expanduser(value)) if relative else value
+
+
+def absolute_paths(cfg: DictConfig) -> None:
+    """Relative file keys -> absolute, on the driver (where the user's relative names mean something)."""
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if absolute_path(value) != value:
+            OmegaConf.update(cfg, key, absolute_path(value), merge=False)
+
+
+def absolute_path_overrides(overrides: list[str]) -> list[str]:
+    """The same for override strings (sweep files), so trials compose the driver's paths."""
+    out = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        value = value.strip("'\"")
+        is_path = key.lstrip("+~") in PATH_KEYS and absolute_path(value) != value
+        out.append(format_override(key, absolute_path(value)) if is_path else override)
+    return out
+
+
+def _explain_hydra_error(err: Exception, source: str, overrides: list[str] | tuple[str, ...] = ()) -> str:
     msg = str(err)
     cause = err.__cause__ or err.__context__
     if cause is not None and str(cause) not in msg:
         msg = f"{msg}: {cause}"
     msg = msg.split("Config search path")[0]
     msg = " ".join(line.strip() for line in msg.splitlines() if line.strip() and not line.strip().startswith(("full_key", "object_type")))
+    msg = re.sub(r"\s*To append to your config use \+\S+?[:.]?(?=\s|$)", "", msg)  # `+key` would pass unread
+    msg = re.sub(r"\s*reference_type=\S+", "", msg)
     if "Could not find" in msg or "Available options" in msg:
         hint = "Fix: pick one of the available options (`jepa variants`, `jepa data list` list them)"
     else:
-        hint = "Fix: check the key's spelling; `jepa run --cfg budget.steps=1` prints every key"
+        bad = re.search(r"Could not override '([^']+)'", msg)
+        hint = _did_you_mean(bad.group(1), overrides) if bad else None
+        hint = hint or "Fix: check the key's spelling; `jepa run --cfg budget.steps=1` prints every key"
     return f"{source}: {msg.rstrip('. ')}. {hint}."
 
 
-def validate_run(cfg: DictConfig, source: str = "command line") -> None:
-    """Checks Hydra cannot express: budgets, sizes that must divide, known choices."""
-    def fail(key: str, problem: str, fix: str) -> None:
-        raise ConfigError(f"{source}: `{key}` {problem}. Fix: {fix}.")
+def _did_you_mean(key: str, overrides: list[str] | tuple[str, ...] = ()) -> str | None:
+    """`Fix: did you mean <closest existing key>?`, from the config the same group choices compose."""
+    groups = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in GROUPS]
+    try:
+        base = _compose(groups)
+    except (ConfigCompositionException, HydraException):
+        base = _compose([])
+    close = difflib.get_close_matches(key, dotted_keys(base), n=1, cutoff=0.6)
+    return f"Fix: did you mean {close[0]}? (`jepa run --cfg budget.steps=1` prints every key)" if close else None
 
+
+def dotted_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every leaf key of a config as `a.b.c` (the names overrides use)."""
+    keys = []
+    for key in cfg.keys():
+        if key == "defaults" and not prefix:
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+            keys += dotted_keys(node, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def validate_run(cfg: DictConfig, source: str = "command line") -> None:
+    """Checks Hydra cannot express: every key set and read, numbers finite and in range, budgets,
+    sizes that must divide, known choices; all on the driver, before a trial could fail on them."""
+    def fail(key: str, problem: str, fix: str) -> None:
+        raise ConfigError(f"{source}: `{key}` {problem}. Fix: {fix}{'' if fix.endswith('?') else '.'}")
+
+    _check_complete(cfg, fail)
+    _check_numbers(cfg, fail)
     b = cfg.budget
     if b.flops is None and b.steps is None:
         fail("budget", "sets neither flops nor steps", "add budget.flops=<number> or budget.steps=<int>")
@@ -177,6 +257,83 @@ def validate_run(cfg: DictConfig, source: str = "command line") -> None:
     if size is not None and size % m.patch:
         fail("model.patch", f"({m.patch}) does not divide data.size ({size})", "change one of them")
     registry.variant(cfg.variant.name).validate_config(cfg, fail)
+
+
+def _check_complete(cfg: DictConfig, fail) -> None:
+    """No `???` left, and no key that no code reads (added with Hydra's `+key=`)."""
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        what = "<a CSV of `path label` lines>" if key.endswith("_csv") else "<value>"
+        fail(key, "is not set", f"add {key}={what}")
+    schema_keys = set(dotted_keys(_schema(cfg)))
+    for key in dotted_keys(cfg):
+        if key not in schema_keys and not _under_open_node(cfg, key):
+            close = difflib.get_close_matches(key, schema_keys, n=1, cutoff=0.6)
+            fail(key, "is not a key of this config, so nothing would read it",
+                 f"did you mean {close[0]}?" if close else "drop it; `jepa run --cfg budget.steps=1` prints every key")
+
+
+def _schema(cfg: DictConfig) -> DictConfig:
+    """The config's own dataclasses, without keys that overrides added."""
+    out = {}
+    for key in cfg.keys():
+        if key not in RunConfig.__dataclass_fields__:
+            continue
+        node = cfg._get_node(key)
+        kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if kind is not None and dataclasses.is_dataclass(kind):
+            out[key] = OmegaConf.structured(kind)
+        else:
+            out[key] = node
+    return OmegaConf.create(out)
+
+
+def _under_open_node(cfg: DictConfig, key: str) -> bool:
+    """Keys inside a plain dict field (not a dataclass) are free-form."""
+    if "." not in key:
+        return False
+    node = OmegaConf.select(cfg, key.rsplit(".", 1)[0])
+    kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    return kind is None or not dataclasses.is_dataclass(kind)
+
+
+# Values a trial needs finite and above a floor: (key, lowest allowed, whether the floor itself is allowed).
+_BOUNDS = (
+    ("optim.lr", 0.0, False), ("optim.min_lr_frac", 0.0, True), ("optim.warmup_frac", 0.0, True),
+    ("optim.weight_decay", 0.0, True), ("optim.final_weight_decay", 0.0, True), ("optim.grad_clip", 0.0, True),
+    ("eval.lr", 0.0, False), ("eval.epochs", 0, True), ("eval.train_clips", 1, True), ("eval.val_clips", 1, True),
+    ("eval.episodes", 1, True), ("eval.episode_length", 0, True), ("eval.env_runners", 0, True),
+    ("train.report_interval_s", 0.0, True), ("train.eval_every", 0, True), ("train.cpus_per_worker", 1, True),
+    ("train.loader_workers", 0, True), ("train.max_failures", 0, True),
+)
+
+
+def _check_numbers(cfg: DictConfig, fail) -> None:
+    """Every float finite (NaN slips through `<` checks) and the trial's numbers in range."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key, value in _leaves(plain):
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(key, f"is {value}", "use a finite number")
+    for key, low, inclusive in _BOUNDS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (value < low or (value == low and not inclusive)):
+            fail(key, f"is {value}", f"use a number {'>=' if inclusive else '>'} {low}")
+    for i, beta in enumerate(cfg.optim.betas):
+        if not 0.0 <= beta < 1.0:
+            fail(f"optim.betas[{i}]", f"is {beta}", "use a value in [0, 1)")
+    for key in ("min_lr_frac", "warmup_frac"):
+        if cfg.optim[key] > 1.0:
+            fail(f"optim.{key}", f"is {cfg.optim[key]}", "use a fraction in [0, 1]")
+
+
+def _leaves(value: Any, prefix: str = ""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{prefix}[{i}]")
+    else:
+        yield prefix, value
 
 
 def to_plain(cfg: DictConfig) -> dict:

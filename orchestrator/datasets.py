@@ -2,18 +2,40 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import ListConfig
+from omegaconf import ListConfig, OmegaConf
 
 from envs import video
+from orchestrator import registry
+from orchestrator.config import ConfigError
 from orchestrator.registry import DatasetEntry
 from variants.base import DataSpec
 
 
 class MissingDatasetError(FileNotFoundError):
     pass
+
+
+class DataError(ConfigError):
+    """The data a config points at cannot be used; the message names the file and the fix."""
+
+
+def check_data(data_cfg, seen: set[str] | None = None) -> None:
+    """Run the dataset's own checks of the user's files (once per distinct data config in `seen`).
+
+    Called on the driver before Ray starts, so bad files fail in seconds with `error: ... Fix:`.
+    """
+    key = json.dumps(OmegaConf.to_container(data_cfg, resolve=False), sort_keys=True, default=str)
+    if seen is not None:
+        if key in seen:
+            return
+        seen.add(key)
+    entry = registry.dataset(data_cfg.name)
+    if entry.check is not None:
+        entry.check(data_cfg)
 
 
 STORAGE_ONLY = ("shard_size",)  # how files are cut, not what the data is
@@ -100,6 +122,25 @@ def prepare_video_csv(cfg) -> str:
     return str(Path(cfg.train_csv).parent)
 
 
+def check_video_csv(cfg) -> None:
+    """Both CSVs set and readable, every listed video there and decodable, labels < num_classes."""
+    for key in ("train_csv", "val_csv"):
+        fix = f"Fix: point data.{key} at a CSV of `path label` lines (relative video paths start at the CSV's folder)"
+        if OmegaConf.is_missing(cfg, key):
+            raise DataError(f"data.{key} is not set. {fix}")
+        csv_path = Path(cfg[key]).expanduser()
+        if not csv_path.is_file():
+            raise DataError(f"data.{key}: no such file {str(csv_path)!r}. {fix}")
+        try:
+            entries = video.check_clip_csv(csv_path)
+        except (FileNotFoundError, ValueError) as err:
+            raise DataError(f"data.{key}: {err}. Fix: correct or remove that line of {csv_path}") from None
+        label, line = max((label, line) for _, label, line in entries)
+        if label >= cfg.num_classes:
+            raise DataError(f"data.{key}: {csv_path}, line {line} has label {label}, but data.num_classes is "
+                            f"{cfg.num_classes}. Fix: set data.num_classes={label + 1} (labels are 0 .. num_classes - 1)")
+
+
 def load_video_csv(cfg, split: str) -> video.Mp4Clips:
     prepare_video_csv(cfg)
     return video.Mp4Clips(cfg[f"{split}_csv"], frames=cfg.frames, size=cfg.size, frame_step=cfg.frame_step)
@@ -158,5 +199,6 @@ def video_datasets() -> list[DatasetEntry]:
             prepare_video_csv,
             video_csv_spec,
             load_video_csv,
+            check_video_csv,
         ),
     ]

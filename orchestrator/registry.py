@@ -25,6 +25,8 @@ class DatasetEntry:
     prepare: Callable[[Any], str]  # generate if missing; return the dataset directory
     spec: Callable[[Any], DataSpec]
     load: Callable[[Any, str], Dataset]  # (data cfg, split) -> torch Dataset of dict samples
+    # Cheap checks of the user's files on the driver, before Ray starts; raises a user error.
+    check: Callable[[Any], None] | None = None
 
 
 class UnknownNameError(KeyError):
@@ -39,7 +41,7 @@ def variants() -> dict[str, type[Variant]]:
     from variants.td_jepa import TDJEPA
     from variants.vjepa import VJEPA
 
-    from orchestrator.rl_baselines import BASELINES
+    from orchestrator.baselines import BASELINES  # not rl_baselines: listing variants must not import RLlib
 
     found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB, *BASELINES)}
     for ep in entry_points(group="jepa_orchestrator.variants"):

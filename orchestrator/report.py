@@ -39,6 +39,8 @@ PANEL_OPTIONS = {
     "zero_shot": ("kind", "data", "by", "with"),
 }
 _ERROR_PREVIEW_CHARS = 2000
+SCHEDULED_LR = "lr"
+SCHEDULED_LR_LABEL = "lr (final, scheduled)"  # the schedule's last value, not the configured optim.lr
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
 
 
@@ -85,10 +87,42 @@ def _names(columns: list[str]) -> str:
 # ---- settings -------------------------------------------------------------------
 
 
-def _report_section(store: ResultsStore, sweep: str) -> dict:
-    spec = store.load_sweep_spec(sweep) or {}
+class ReportError(ValueError):
+    """A report setting names no column of the results: the CLI prints it as `error: ... Fix: ...`."""
+
+
+def _report_section(spec: dict) -> dict:
     section = spec.get("report") or {}
     return section if isinstance(section, dict) else {}
+
+
+def _space_keys(spec: dict) -> list[str]:
+    space = spec.get("space") or {}
+    return [str(key) for key in space] if isinstance(space, dict) else []
+
+
+def _unknown_column_error(where: str, name: str, sweep: str, valid: list[str]) -> ReportError:
+    """Name the bad setting, the closest valid names, and every valid one."""
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" (did you mean {_names(close)}?)" if close else ""
+    return ReportError(
+        f"{where} {name!r}: no such column in the results of sweep {sweep}{hint}. "
+        f"Fix: use one of {', '.join(sorted(valid))}"
+    )
+
+
+def _check_settings(
+    table: pl.DataFrame, sweep: str, given: dict[str, str | None], group_from_spec: str | None
+) -> None:
+    """An explicit --x/--y/--group, or the spec's report.group, must name a column (x and y a numeric one)."""
+    numeric = [c for c in table.columns if table.schema[c].is_numeric()]
+    groupable = [c for c in table.columns if c not in ("run_id", "error")]
+    for option, valid in (("x", numeric), ("y", numeric), ("group", groupable)):
+        name = given.get(option)
+        if name is not None and name not in valid:
+            raise _unknown_column_error(f"--{option}", name, sweep, valid)
+    if group_from_spec is not None and group_from_spec not in groupable:
+        raise _unknown_column_error("report.group in sweep.yaml:", group_from_spec, sweep, groupable)
 
 
 def _report_settings(section: dict, x, y, group) -> tuple[str, str, str | None]:
@@ -103,8 +137,17 @@ def _report_settings(section: dict, x, y, group) -> tuple[str, str, str | None]:
 def _require_results(store: ResultsStore, root, sweep: str) -> None:
     if store.runs(sweep).height == 0:
         raise FileNotFoundError(
-            f"no results for sweep {sweep} under {root}; run `jepa sweep FILE` first"
+            f"no results for sweep {sweep} under {root}. Fix: run `jepa sweep FILE` first, or pass --storage ROOT"
         )
+
+
+def check_results(root, sweep: str) -> list[tuple[str, str]]:
+    """(path, error) of each damaged results file of a sweep; the sweep must exist."""
+    store = ResultsStore(root)
+    if sweep not in store.sweeps():
+        raise FileNotFoundError(f"no sweep {sweep} under {root}. Fix: pass --storage ROOT (sweeps there: "
+                                f"{', '.join(store.sweeps()) or 'none'})")
+    return store.check(sweep)
 
 
 def _require_local(store: ResultsStore, root) -> None:
@@ -129,15 +172,19 @@ def _summary_section(table: pl.DataFrame, sweep: str, x: str, y: str, group: str
 
 
 def _runs_section(
-    table: pl.DataFrame, x: str, y: str, group: str | None, metric_names: list[str], cost_columns: tuple[str, ...] = ()
+    table: pl.DataFrame, x: str, y: str, group: str | None, metric_names: list[str],
+    cost_columns: tuple[str, ...] = (), swept: list[str] = (),
 ) -> list[str]:
-    wanted = ["run_id", "status", *([group] if group else []), x, *cost_columns, y]
+    """Every swept key beside the results; the logged `lr` is labelled as the schedule's final value."""
+    wanted = ["run_id", "status", *([group] if group else []), *swept, x, *cost_columns, y]
     extra = [
         m for m in metric_names
         if m not in wanted and m in table.columns and table.schema[m].is_numeric()
     ]
     columns = list(dict.fromkeys(c for c in [*wanted, *extra] if c in table.columns))
     ordered = table.select(columns).sort([c for c in (group, x) if c], nulls_last=True)
+    if SCHEDULED_LR in metric_names and SCHEDULED_LR in ordered.columns:
+        ordered = ordered.rename({SCHEDULED_LR: SCHEDULED_LR_LABEL})
     return ["## Runs", "", markdown_table(ordered), ""]
 
 
@@ -511,13 +558,15 @@ def write_report(root, sweep: str, x: str | None = None, y: str | None = None, g
     store = ResultsStore(root)
     _require_local(store, root)
     _require_results(store, root, sweep)
-    section = _report_section(store, sweep)
+    spec = store.load_sweep_spec(sweep) or {}
+    section = _report_section(spec)
+    given = {"x": x, "y": y, "group": group}
     x, y, group = _report_settings(section, x, y, group)
     table = analysis.final_table(store, sweep)
-    if group is not None and group not in table.columns:
-        raise ValueError(f"group column {group!r} not found; columns: {', '.join(table.columns)}")
     metric_names = sorted(set(store.metrics(sweep).get_column("metric").to_list()))
     table, cost_lines = _apply_cost(table, section)
+    _check_settings(table, sweep, given, group if given["group"] is None else None)
+    swept = analysis.swept_columns(store.runs(sweep), table.columns, _space_keys(spec))
     cost_columns = tuple(c for c in (analysis.FLOPS_AMORTIZED, analysis.FLOPS_FULL) if c in table.columns)
     finished = table.filter(pl.col("status") == "finished")
     plot_and_fits, frontier = _analysis_sections(store, sweep, finished, x, y, group)
@@ -526,7 +575,7 @@ def write_report(root, sweep: str, x: str | None = None, y: str | None = None, g
     )
     lines = [
         *_summary_section(table, sweep, x, y, group),
-        *_runs_section(table, x, y, group, metric_names, cost_columns),
+        *_runs_section(table, x, y, group, metric_names, cost_columns, swept),
         *cost_lines,
         *plot_and_fits,
         *_failures_section(table),

@@ -9,10 +9,16 @@ Layout under the root::
     <root>/<sweep>/sweep.yaml
     <root>/<sweep>/runs/<run_id>-<time_ns>-<uuid8>.parquet      run events
     <root>/<sweep>/metrics/<run_id>-<time_ns>-<uuid8>.parquet   metric rows
+
+A trial resumed or retried from its last checkpoint logs again the steps between
+that checkpoint and the interruption, so readers keep one row per (run_id, step,
+metric): the one from the newest file. A file that cannot be read (torn by a crash,
+a full disk) is skipped with a DamagedFileWarning naming it; `check` lists them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -21,6 +27,9 @@ import subprocess
 import threading
 import time
 import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
 
 import polars as pl
 import pyarrow as pa
@@ -61,6 +70,18 @@ METRIC_SCHEMA = pa.schema(
 
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
 _FILENAME_COLUMN = "__filename"
+_WRITTEN_NS = re.compile(r"-(\d+)-[0-9a-f]{8}\.parquet$")
+METRIC_KEY = ("run_id", "step", "metric")
+GIT_SHA_ENV = "JEPA_GIT_SHA"
+GIT_SHA_FILE = "GIT_SHA"
+_UNKNOWN_SHA = "unknown"
+_READ_ERRORS = (pa.ArrowException, OSError)
+_OPEN_PREFIX = re.compile(r"^Could not open Parquet input source '.*?': ")
+
+
+class DamagedFileWarning(UserWarning):
+    """A results file that cannot be read was skipped; every other row is still returned."""
+
 
 _clock_lock = threading.Lock()
 _last_event_time = 0.0
@@ -72,20 +93,46 @@ def resolve_storage(storage: str | os.PathLike) -> str:
     return text if "://" in text else os.path.abspath(os.path.expanduser(text))
 
 
-def git_sha() -> str:
-    """Commit of the working directory, so every run is traceable to code."""
+def _git_head(directory: str) -> str | None:
+    """HEAD of the checkout holding `directory`, or None outside one (or without git)."""
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
     sha = done.stdout.strip()
-    return sha if done.returncode == 0 and sha else "unknown"
+    return sha if done.returncode == 0 and sha else None
+
+
+def _sha_from_env() -> str | None:
+    sha = os.environ.get(GIT_SHA_ENV, "").strip()
+    return sha if sha and sha != _UNKNOWN_SHA else None
+
+
+def _sha_from_file() -> str | None:
+    try:
+        with open(GIT_SHA_FILE, encoding="utf-8") as handle:
+            sha = handle.readline().strip()
+    except OSError:
+        return None
+    return sha if sha and sha != _UNKNOWN_SHA else None
+
+
+def git_sha() -> str:
+    """Commit of the code that runs, so every run is traceable to it.
+
+    `ray job submit --working-dir` uploads no .git, so a trial first takes the commit its
+    driver set in JEPA_GIT_SHA; then the checkout of the cwd, then that of the installed
+    package, then a GIT_SHA file in the cwd (e.g. written into an image); else "unknown".
+    """
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    sources = (_sha_from_env, lambda: _git_head(os.getcwd()), lambda: _git_head(package_dir), _sha_from_file)
+    for source in sources:
+        sha = source()
+        if sha:
+            return sha
+    return _UNKNOWN_SHA
 
 
 def _event_time() -> float:
@@ -147,6 +194,52 @@ def _latest_events(events: pl.DataFrame) -> pl.DataFrame:
         .join(first_start, on="run_id", how="left")
     )
     return latest.select(RUN_SCHEMA.names).sort(["started_at", "run_id"])
+
+
+def _newest_metric_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per (run_id, step, metric), from the newest file.
+
+    A resumed or retried trial re-logs the steps between its last checkpoint and the
+    interruption; the rows written last are the ones the finished run carries on from.
+    Files are named <run_id>-<time_ns>-<uuid8>.parquet, so time_ns orders them.
+    """
+    written = pl.col(_FILENAME_COLUMN).str.extract(_WRITTEN_NS.pattern, 1).cast(pl.Int64, strict=False)
+    ordered = rows.with_columns(written.alias("_written_ns"), pl.int_range(pl.len()).alias("_row"))
+    newest = ordered.sort(["_written_ns", _FILENAME_COLUMN, "_row"], nulls_last=False).unique(
+        subset=list(METRIC_KEY), keep="last", maintain_order=True
+    )
+    return newest.drop("_written_ns", "_row", _FILENAME_COLUMN)
+
+
+def _read_error_text(err: BaseException) -> str:
+    """pyarrow's message without the path it repeats (the caller names the file)."""
+    text = _OPEN_PREFIX.sub("", str(err)).strip()
+    return f"{type(err).__name__}: {text}"
+
+
+def _warn_damaged(path: str, error: str) -> None:
+    warnings.warn(f"skipped unreadable results file {path}: {error}", DamagedFileWarning, stacklevel=2)
+
+
+@contextlib.contextmanager
+def reporting_damaged_files(show: Callable[[str], None]) -> Iterator[None]:
+    """Hand each DamagedFileWarning raised inside to `show` once (e.g. a CLI's `warning:` line).
+
+    Other warnings pass through to Python's usual display.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedFileWarning)
+        try:
+            yield
+        finally:
+            shown: set[str] = set()
+            for record in caught:
+                text = str(record.message)
+                if not issubclass(record.category, DamagedFileWarning):
+                    warnings.showwarning(record.message, record.category, record.filename, record.lineno)
+                elif text not in shown:
+                    shown.add(text)
+                    show(text)
 
 
 class ResultsStore:
@@ -285,13 +378,28 @@ class ResultsStore:
             if info.type == pafs.FileType.Directory and not info.base_name.startswith(".")
         )
 
-    def load_sweep_spec(self, sweep: str) -> dict | None:
-        """The spec saved by save_sweep_spec, or None if the sweep has none."""
+    def load_sweep_spec(self, sweep: str, strict: bool = False) -> dict | None:
+        """The spec saved by save_sweep_spec, or None if the sweep has none.
+
+        A damaged spec is skipped with a DamagedFileWarning unless strict, so a report still shows the results.
+        """
         path = self._path(_resolve_sweep(sweep), "sweep.yaml")
         if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
             return None
-        with self.fs.open_input_stream(path) as stream:
-            return yaml.safe_load(stream.read().decode()) or {}
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                spec = yaml.safe_load(stream.read().decode())
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+            if strict:
+                raise
+            _warn_damaged(self.artifact_location(path), f"{type(err).__name__}: {err}")
+            return None
+        if spec is not None and not isinstance(spec, dict):
+            if strict:
+                raise yaml.YAMLError(f"expected a mapping, got {type(spec).__name__}")
+            _warn_damaged(self.artifact_location(path), f"expected a mapping, got {type(spec).__name__}")
+            return None
+        return spec or {}
 
     def _data_files(self, kind: str, sweep: str | None, run_id: str | None = None) -> list[str]:
         """Visible parquet files of one kind; a run id narrows by file-name prefix."""
@@ -311,16 +419,66 @@ class ResultsStore:
                     files.append(info.path)
         return sorted(files)
 
+    def _scan(
+        self, files: list[str], schema: pa.Schema, row_filter: pc.Expression | None, columns: list[str]
+    ) -> pa.Table:
+        dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
+        return dataset.to_table(columns=columns, filter=row_filter)
+
     def _read(
         self, files: list[str], schema: pa.Schema, row_filter: pc.Expression | None, with_filename: bool
     ) -> pa.Table:
-        """Read many small files in parallel with one dataset scan."""
+        """Read many small files in parallel with one dataset scan; on failure, skip the unreadable ones."""
         columns = schema.names + ([_FILENAME_COLUMN] if with_filename else [])
+        empty = schema.empty_table()
+        if with_filename:
+            empty = empty.append_column(_FILENAME_COLUMN, pa.array([], pa.string()))
         if not files:
-            empty = schema.empty_table()
-            return empty.append_column(_FILENAME_COLUMN, pa.array([], pa.string())) if with_filename else empty
-        dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
-        return dataset.to_table(columns=columns, filter=row_filter)
+            return empty
+        try:
+            return self._scan(files, schema, row_filter, columns)
+        except _READ_ERRORS:
+            pass  # some file is damaged: find it by reading each one
+        tables = []
+        for path, table, error in self._read_each(files, schema, row_filter, columns):
+            if error is None:
+                tables.append(table)
+            else:
+                _warn_damaged(self.artifact_location(path), error)
+        return pa.concat_tables(tables) if tables else empty
+
+    def _read_each(self, files, schema, row_filter, columns) -> list[tuple[str, pa.Table | None, str | None]]:
+        """(path, table, None) for each readable file, (path, None, error) for each other one."""
+
+        def read_one(path: str):
+            try:
+                return path, self._scan([path], schema, row_filter, columns), None
+            except _READ_ERRORS as err:
+                return path, None, _read_error_text(err)
+
+        with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+            return list(pool.map(read_one, files))
+
+    def check(self, sweep: str) -> list[tuple[str, str]]:
+        """(path, error) of every results file of a sweep that cannot be read; empty when all are sound."""
+        damaged = []
+        for kind, schema in (("runs", RUN_SCHEMA), ("metrics", METRIC_SCHEMA)):
+            files = self._data_files(kind, sweep)
+            if files:
+                results = self._read_each(files, schema, None, schema.names)
+                damaged += [(self.artifact_location(p), e) for p, _, e in results if e is not None]
+        spec_error = self._sweep_spec_error(sweep)
+        if spec_error is not None:
+            damaged.append(spec_error)
+        return damaged
+
+    def _sweep_spec_error(self, sweep: str) -> tuple[str, str] | None:
+        path = self._path(_resolve_sweep(sweep), "sweep.yaml")
+        try:
+            self.load_sweep_spec(sweep, strict=True)
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+            return self.artifact_location(path), f"{type(err).__name__}: {err}"
+        return None
 
     def runs(self, sweep: str | None = None) -> pl.DataFrame:
         """Latest event per run_id (all sweeps when sweep is None)."""
@@ -331,9 +489,8 @@ class ResultsStore:
         return _latest_events(events)
 
     def metrics(self, sweep: str | None = None, run_id: str | None = None) -> pl.DataFrame:
-        """Metric rows in long format, optionally for one run, ordered by run and step."""
+        """Metric rows in long format, one per (run_id, step, metric); optionally one run; ordered by run, step."""
         row_filter = pc.field("run_id") == run_id if run_id is not None else None
         files = self._data_files("metrics", sweep, run_id)
-        frame = pl.from_arrow(self._read(files, METRIC_SCHEMA, row_filter, with_filename=False))
-        return frame.sort(["run_id", "step"], maintain_order=True)
-
+        rows = pl.from_arrow(self._read(files, METRIC_SCHEMA, row_filter, with_filename=True))
+        return _newest_metric_rows(rows).sort(["run_id", "step"], maintain_order=True)

@@ -16,13 +16,20 @@ The networks and losses stay plain torch in `variants/`; this module only hosts 
 
 `train_zero_shot(cfg, run_id, session_kind)` is the RL counterpart of `train.train_loop`:
 same FLOP budget, results store, reports and NaN checks, with RLlib doing the updates.
+
+A run is a function of `cfg.seed` on CPU, bit for bit: initial weights (`ZeroShotRLModule.setup`),
+batches (ray.data blocks in file order, a local shuffle reseeded per epoch by `EpochSeededIterator`),
+the variant's noise (its own generator) and evaluation (RLlib reseeds the env runners on every
+`sample(num_episodes=)`). What is left is float arithmetic: a different thread count
+(`train.cpus_per_worker`) or CPU sums in another order, which moved a loss by ~3e-7 after 30 updates
+and grows from there; GPU kernels are not made deterministic.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -75,11 +82,15 @@ def rl_spec(data: OfflineRLData) -> DataSpec:
 def offline_input(data: OfflineRLData, data_cfg) -> str:
     """The dataset's transitions as one Parquet file (ray.data tensor columns), written once.
 
-    Keyed by the data config, so every run and trial on the same data reads the same file.
+    Keyed by the data config, the source files' stamp and the rows themselves, so every run and
+    trial on the same data reads the same file, and a rewritten `data.path` gets a new one.
     """
-    key = hashlib.sha256(json.dumps(to_plain(data_cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = data_root() / "offline_input" / f"{data_cfg.name}-{key}.parquet"
-    if not path.is_file():
+    from orchestrator.rl_datasets import cache_key
+
+    path = data_root() / "offline_input" / f"{data_cfg.name}-{cache_key(data, data_cfg)}.parquet"
+    if path.is_file():
+        print(f"offline input: reusing {path} (same data config, files and rows)", file=sys.stderr)
+    else:
         write_parquet({COLUMNS[k]: data.transitions[k] for k in TRANSITION_KEYS}, path)
     return str(path)
 
@@ -114,6 +125,42 @@ class InProcessOfflineData(OfflineData):
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per epoch floods trial logs
         self.data = ray.data.from_arrow(pq.read_table(self.path[0]))
+        # blocks in file order, not in the order workers finish them: a fixed seed, the same batches
+        self.data.context.execution_options.preserve_order = True
+
+    def sample(self, num_samples: int, return_iterator: bool = False, num_shards: int = 1, module_state=None):
+        """RLlib's `sample`, with each learner's iterator reshuffled per epoch from the seed."""
+        out = super().sample(num_samples, return_iterator=return_iterator, num_shards=num_shards,
+                             module_state=module_state)
+        if not return_iterator:
+            return out
+        return [EpochSeededIterator(it, shard, self.iter_batches_kwargs) for shard, it in enumerate(out)]
+
+
+class EpochSeededIterator:
+    """One learner's ray.data iterator whose every pass (epoch) is locally shuffled with a seed
+    drawn from (`local_shuffle_seed`, shard, epoch).
+
+    RLlib's learners call `iter_torch_batches` once and iterate the result once per epoch, so
+    ray.data's own `local_shuffle_seed` would repeat the same batches every epoch, and without
+    one the shuffle comes from OS entropy (no two runs alike). `defaults` are the run's
+    `iter_batches_kwargs`: CQL's `training_step` passes none, and would not shuffle at all.
+    """
+
+    def __init__(self, iterator, shard: int, defaults: dict | None = None):
+        self.iterator, self.shard, self.epoch = iterator, shard, 0
+        self.kwargs = self.defaults = dict(defaults or {})
+
+    def iter_torch_batches(self, **kwargs):
+        self.kwargs = {**self.defaults, **kwargs}
+        return self
+
+    def __iter__(self):
+        seed = self.kwargs.get("local_shuffle_seed")
+        if seed is not None:
+            seed = int(np.random.SeedSequence([int(seed), self.shard, self.epoch]).generate_state(1)[0])
+        self.epoch += 1
+        return iter(self.iterator.iter_torch_batches(**{**self.kwargs, "local_shuffle_seed": seed}))
 
 
 class TransitionPreLearner(OfflinePreLearner):
@@ -138,7 +185,9 @@ class ZeroShotRLModule(TorchRLModule):
         run = OmegaConf.create(self.model_config["run"])
         spec = DataSpec(kind="rl", inputs={key: tuple(shape) for key, shape in self.model_config["inputs"].items()})
         self.agent = registry.variant(run.variant.name)(run, spec)
-        self.nets = self.agent.build("main")
+        with torch.random.fork_rng(devices=[]):  # initial weights from the run's seed alone, whatever RLlib drew before
+            torch.manual_seed(int(run.seed))
+            self.nets = self.agent.build("main")
         self.register_buffer("task", torch.zeros(1, self.agent.task_dim))
 
     def set_task(self, z: torch.Tensor) -> None:
@@ -258,6 +307,8 @@ def evaluate_on_runner(runner, tasks: list[dict], episodes: int) -> dict[str, li
         else:
             z = module.infer_reward_task(task["next_observation"], task["reward"])
         module.set_task(z)
+        # `sample(num_episodes=)` reseeds the envs (seed + runner index + 1e6) each call: every
+        # task and evaluation starts from the same states, so a score follows from weights and seed
         sampled = runner.sample(num_episodes=episodes, explore=False, force_reset=True)[:episodes]
         returns = [float(episode.get_return()) for episode in sampled]
         results.setdefault("env_steps", []).append(float(sum(len(episode) for episode in sampled)))
@@ -330,8 +381,11 @@ def load_rl_data(cfg) -> OfflineRLData:
     return data
 
 
-def offline_data_options(path: str, rows: int, updates: int = 1) -> dict:
-    """`AlgorithmConfig.offline_data` settings every RLlib-hosted run shares (ours and RLlib's own)."""
+def offline_data_options(path: str, rows: int, updates: int = 1, seed: int | None = None) -> dict:
+    """`AlgorithmConfig.offline_data` settings every RLlib-hosted run shares (ours and RLlib's own).
+
+    `seed` fixes the local shuffle (None: OS entropy), so a run's batches follow from its seed.
+    """
     return {
         "input_": [path],
         "offline_data_class": InProcessOfflineData,
@@ -341,7 +395,7 @@ def offline_data_options(path: str, rows: int, updates: int = 1) -> dict:
         # mapped once, then every epoch is a shuffled pass over object-store blocks
         "materialize_mapped_data": True,
         "iter_batches_kwargs": {"prefetch_batches": 2, "drop_last": True,
-                                "local_shuffle_buffer_size": min(rows, SHUFFLE_BUFFER)},
+                                "local_shuffle_buffer_size": min(rows, SHUFFLE_BUFFER), "local_shuffle_seed": seed},
     }
 
 
@@ -366,7 +420,7 @@ def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1) 
         .learners(num_learners=0 if workers == 1 else workers, num_gpus_per_learner=1 if use_gpu else 0,
                   num_cpus_per_learner=int(cfg.train.cpus_per_worker) if workers > 1 else 1)
         .offline_data(prelearner_class=TransitionPreLearner,
-                      **offline_data_options(offline_input(data, cfg.data), len(data), updates))
+                      **offline_data_options(offline_input(data, cfg.data), len(data), updates, int(cfg.seed)))
         .env_runners(num_env_runners=0)
         .evaluation(evaluation_interval=10**9,  # never on its own: the trainer calls evaluate()
                     evaluation_num_env_runners=int(cfg.eval.get("env_runners", 0)),

@@ -8,16 +8,14 @@ writes the task's data in RLlib's offline column format and charges the run in F
 on the meta device).
 
 Each is registered as a variant (`variant=cql variant.task=walk`) so sweep files treat
-it like any other; the class only carries the config and the RLlib algorithm to build.
+it like any other; those classes live in `orchestrator/baselines.py`, which does not import
+RLlib, so only runs that train a reference import this module.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
+import sys
 import time
-from dataclasses import dataclass
-from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -27,69 +25,21 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from envs.offline import OfflineRLData
 from envs.video import data_root
-from orchestrator.config import from_plain, to_plain
+from orchestrator.baselines import BASELINES, BC, CQL, IQL, MARWIL, UPDATES_PER_ITERATION, BaselineConfig, RLlibBaseline  # noqa: F401 (re-exported)
+from orchestrator.config import from_plain
 from orchestrator.session import make_session
-from variants.base import Variant
-
-# RLlib's CQL hands its learner a data iterator even with one local learner, which needs more
-# than one update per iteration; the others update once per `Algorithm.train()`.
-UPDATES_PER_ITERATION = {"bc": 1, "marwil": 1, "cql": 2, "iql": 1}
-
-
-@dataclass
-class BaselineConfig:
-    name: str = "bc"
-    task: str = ""  # (not OmegaConf's "???": validation must read it to explain) the task whose reward it trains on (and is evaluated on)
-    hidden: int = 256
-    layers: int = 2
-    beta: float = 1.0  # MARWIL's advantage temperature (0 = BC); unused elsewhere
-    min_q_weight: float = 5.0  # CQL's conservative penalty weight
-    expectile: float = 0.7  # IQL's value expectile
-
-
-class RLlibBaseline(Variant):
-    """A variant trained by an RLlib algorithm: no networks of its own, nothing to trace."""
-
-    Config = BaselineConfig
-    external_learner: ClassVar[bool] = True  # budget: steps only; FLOPs measured on a real update
-    algorithm: ClassVar[str] = ""
-
-    @classmethod
-    def validate_config(cls, cfg, fail) -> None:
-        if not cfg.variant.task:
-            fail("variant.task", f"is not set; the {cls.name} reference trains on one task's reward",
-                 "set variant.task=<task> (e.g. walk); `jepa data list` shows each dataset's tasks")
-        if cfg.train.num_workers != 1:
-            fail("train.num_workers", f"is {cfg.train.num_workers}; RLlib references run on one learner here "
-                 "(their FLOPs are measured on it)", "use train.num_workers=1")
-        if cfg.budget.steps is None:
-            fail("budget.steps", f"is not set; {cls.name} runs are budgeted in updates (their FLOPs are measured "
-                 "while they run)", "add budget.steps=<int>")
-
-    def build(self, stage, previous=None):
-        raise NotImplementedError(f"{self.name} is trained by RLlib's own {self.algorithm} learner (orchestrator/rl_baselines.py)")
-
-    def step(self, modules, batch, stage):
-        raise NotImplementedError(f"{self.name} is trained by RLlib's own {self.algorithm} learner")
-
-
-def _baseline(name: str, algorithm: str) -> type[RLlibBaseline]:
-    config = dataclass(type(f"{algorithm}Config", (BaselineConfig,), {"__annotations__": {"name": str}, "name": name}))
-    return type(algorithm, (RLlibBaseline,), {"name": name, "algorithm": algorithm, "Config": config})
-
-
-BC, MARWIL, CQL, IQL = (_baseline("bc", "BC"), _baseline("marwil", "MARWIL"), _baseline("cql", "CQL"), _baseline("iql", "IQL"))
-BASELINES = (BC, MARWIL, CQL, IQL)
 
 
 # ---------------------------------------------------------------------------- data
 def task_offline_input(data: OfflineRLData, data_cfg, task: str) -> str:
     """The dataset with `task`'s rewards in RLlib's column format (one-step episodes), written once."""
     from orchestrator.rl import write_parquet
+    from orchestrator.rl_datasets import cache_key
 
-    key = hashlib.sha256(json.dumps([to_plain(data_cfg), task], sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = data_root() / "offline_input" / f"{data_cfg.name}-{task}-{key}.parquet"
-    if not path.is_file():
+    path = data_root() / "offline_input" / f"{data_cfg.name}-{task}-{cache_key(data, data_cfg, task)}.parquet"
+    if path.is_file():
+        print(f"offline input: reusing {path} (same data config, files and rows)", file=sys.stderr)
+    else:
         t = data.transitions
         rewards = data.rewards(task, np.arange(len(data)))
         episode_end = np.r_[t["episode"][1:] != t["episode"][:-1], True]
@@ -144,11 +94,15 @@ def algorithm_config(cfg, data: OfflineRLData):
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=hiddens, head_fcnet_hiddens=hiddens))
         .learners(num_learners=0, num_gpus_per_learner=1 if cfg.train.use_gpu else 0)
         .offline_data(**offline_data_options(task_offline_input(data, cfg.data, task), len(data),
-                                             UPDATES_PER_ITERATION[v.name]))
+                                             UPDATES_PER_ITERATION[v.name], int(cfg.seed)))
         .env_runners(num_env_runners=0)
         .evaluation(evaluation_interval=10**9, evaluation_num_env_runners=int(cfg.eval.get("env_runners", 0)),
                     evaluation_duration=int(cfg.eval.episodes), evaluation_duration_unit="episodes")
         .debugging(seed=int(cfg.seed))
+        # one training_step per train(): CQL (as SAC) repeats it until a second has passed,
+        # so its update count, hence its result, would depend on the machine's speed
+        .reporting(min_time_s_per_iteration=0, min_train_timesteps_per_iteration=0,
+                   min_sample_timesteps_per_iteration=0)
     )
     return config
 

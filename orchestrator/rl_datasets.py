@@ -6,15 +6,21 @@ already has (an ExoRL buffer directory or an OGBench .npz) instead of generating
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
+import zipfile
 from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from envs import exorl, ogbench
 from envs.dmc_gym import DMCTaskEnv
 from envs.offline import TRANSITION_KEYS, OfflineRLData, with_future
 from orchestrator.datasets import (
+    DataError,
     MissingDatasetError,
     _generator_config,
     _root,
@@ -37,6 +43,67 @@ def user_path(cfg) -> Path | None:
             f"data.path: no such file or directory {str(path)!r}. Fix: point data.path at your dataset, "
             f"or drop data.path to generate {cfg.name!r} locally (`jepa data make {cfg.name}`)")
     return path
+
+
+HASH_FILES_UP_TO = 64 << 20  # bytes: smaller sources are hashed whole, larger ones by size and mtime
+
+
+def source_stamp(cfg) -> list:
+    """What the files at `data.path` are now: (name, size, mtime_ns) of each, and a content hash
+    when they are small. Part of every derived cache's key, so a rewritten file is never stale."""
+    path = user_path(cfg)
+    if path is None:
+        return []
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stats = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stamp = [[str(f.relative_to(path)) if path.is_dir() else f.name, *st] for f, st in zip(files, stats)]
+    if sum(size for size, _ in stats) <= HASH_FILES_UP_TO:
+        digest = hashlib.blake2b(digest_size=16)
+        for f in files:
+            digest.update(f.read_bytes())
+        stamp.append(digest.hexdigest())
+    return stamp
+
+
+def cache_key(data: OfflineRLData, data_cfg, *extra) -> str:
+    """Key of a file derived from a dataset: its config, its source files' stamp and its rows' bytes."""
+    plain = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(json.dumps([plain, source_stamp(data_cfg), *extra], sort_keys=True, default=str).encode())
+    for key in sorted(data.transitions):
+        values = np.ascontiguousarray(data.transitions[key])
+        digest.update(f"{key}:{values.dtype}:{values.shape}".encode())
+        digest.update(values.view(np.uint8).reshape(-1))
+    return digest.hexdigest()
+
+
+def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shape of every array in an .npz, from the headers alone (no array is read)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    if version in readers:
+                        shapes[member.removesuffix(".npy")] = tuple(readers[version](handle)[0])
+                    else:  # a rare header version: read the array itself
+                        with np.load(path, allow_pickle=False) as data:
+                            shapes[member.removesuffix(".npy")] = data[member.removesuffix(".npy")].shape
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise DataError(f"data.path: {path} is not a readable .npz file ({err}). Fix: rewrite it with numpy.savez, "
+                        "or point data.path at another file") from None
+    return shapes
+
+
+def _expect(where: Path, key: str, shape: tuple, rows: int, width: tuple, fix: str) -> None:
+    """One array's shape: `rows` rows (None: any) of `width` each."""
+    if shape[1:] != width or (rows is not None and shape[0] != rows):
+        wanted = f"[{rows if rows is not None else 'N'}, {', '.join(map(str, width))}]"
+        raise DataError(f"data.path: {where}: `{key}` has shape {list(shape)}, the environment needs {wanted}. {fix}")
 
 
 def rl_spec_from_env(env) -> DataSpec:
@@ -63,6 +130,47 @@ def exorl_spec(cfg) -> DataSpec:
 @cache  # sweeps ask once per trial; building a MuJoCo env each time adds up
 def _dmc_spec(domain: str) -> DataSpec:
     return rl_spec_from_env(DMCTaskEnv(domain, max_episode_steps=1))
+
+
+EXORL_EPISODE_KEYS = ("observation", "action", "discount", "physics")  # what loading and relabelling read
+
+
+def check_exorl(cfg) -> None:
+    """Every episode of a user's ExoRL directory has the keys and sizes of `data.domain`."""
+    path = user_path(cfg)
+    if path is None:
+        return
+    buffer = exorl._buffer_dir(path)
+    try:
+        files = exorl._episode_files(buffer)
+        exorl._check_complete(buffer, exorl._read_meta(buffer), files)
+    except (FileNotFoundError, ValueError) as err:
+        raise DataError(f"data.path: {err} Fix: point data.path at an ExoRL directory (holding buffer/ or "
+                        f"episode_<idx>_<len>.npz files), or drop data.path to make {cfg.name!r} locally") from None
+    spec = _dmc_spec(cfg.domain).inputs
+    widths = {"observation": tuple(spec["observation"]), "action": tuple(spec["action"]),
+              "discount": None, "physics": (_physics_size(cfg.domain),)}
+    fix = (f"Fix: use episodes recorded in dm_control {cfg.domain} with ExoRL's keys {list(EXORL_EPISODE_KEYS)}, "
+           "or pick the data=exorl_<domain>_<policy> they were recorded in")
+    for file in files:
+        shapes = npz_shapes(file)
+        missing = [key for key in EXORL_EPISODE_KEYS if key not in shapes]
+        if missing:
+            raise DataError(f"data.path: episode {file} lacks {missing} (has {sorted(shapes)}). {fix}")
+        rows = shapes["observation"][0]
+        for key, width in widths.items():
+            if width is None:
+                if shapes[key][0] != rows:
+                    raise DataError(f"data.path: {file}: `{key}` has {shapes[key][0]} rows, `observation` {rows}. {fix}")
+            else:
+                _expect(file, key, shapes[key], rows, width, fix)
+        if rows < 2:
+            raise DataError(f"data.path: episode {file} holds {rows} row(s), too few for one transition. {fix}")
+
+
+@cache
+def _physics_size(domain: str) -> int:
+    return int(exorl.load_environment(domain).physics.get_state().size)
 
 
 def load_exorl(cfg, split: str) -> OfflineRLData:
@@ -96,7 +204,7 @@ def exorl_entries() -> list[DatasetEntry]:
             entries.append(DatasetEntry(
                 name, with_path(node),
                 f"dm_control {domain}: reward-free {policy} exploration in ExoRL's layout; tasks {list(exorl.TASKS[domain])}",
-                prepare_exorl, exorl_spec, load_exorl))
+                prepare_exorl, exorl_spec, load_exorl, check_exorl))
     return entries
 
 
@@ -122,7 +230,40 @@ def ogbench_spec(cfg) -> DataSpec:
 
 @cache
 def _ogbench_spec(env_name: str) -> DataSpec:
-    return rl_spec_from_env(ogbench.make_env(env_name))
+    with warnings.catch_warnings():  # OGBench's float64 action bounds: gymnasium warns on every make
+        warnings.filterwarnings("ignore", message=".*precision lowered", category=UserWarning)
+        return rl_spec_from_env(ogbench.make_env(env_name))
+
+
+def check_ogbench(cfg) -> None:
+    """A user's OGBench file has the keys and the sizes of the environment it is evaluated in.
+
+    Otherwise a run trains its whole budget and only evaluation fails (networks sized by the
+    data, the environment by its own observations).
+    """
+    path = user_path(cfg)
+    if path is None:
+        return
+    path = ogbench._resolve(path)
+    if not path.is_file():
+        raise DataError(f"data.path: {path} is a directory without an OGBench dataset. Fix: point data.path at an "
+                        f"OGBench .npz, or at a directory made by `jepa data make {cfg.name}`")
+    shapes = npz_shapes(path)
+    missing = [key for key in ogbench.REQUIRED_KEYS if key not in shapes]
+    if missing:
+        raise DataError(f"data.path: {path} is not an OGBench dataset: it lacks {missing} (has {sorted(shapes)}). "
+                        f"Fix: use a file with {list(ogbench.REQUIRED_KEYS)} (OGBench's own, or one made by "
+                        f"`jepa data make {cfg.name}`)")
+    spec = ogbench_spec(cfg).inputs
+    rows = shapes["observations"][0]
+    fix = (f"Fix: use a file recorded in {cfg.env_name} (`jepa data make {cfg.name}` makes one), or pick the "
+           "data=ogbench_<env> the file was recorded in")
+    for key, width in (("observations", spec["observation"]), ("next_observations", spec["observation"]),
+                       ("actions", spec["action"]), ("terminals", ())):
+        if key in shapes:
+            _expect(path, key, shapes[key], rows, tuple(width) if key != "terminals" else (), fix)
+    if rows < 2:
+        raise DataError(f"data.path: {path} holds {rows} row(s), too few for one transition. Fix: use a larger file")
 
 
 def load_ogbench(cfg, split: str) -> OfflineRLData:
@@ -142,5 +283,5 @@ def ogbench_entries() -> list[DatasetEntry]:
         node = with_path(data_node(name, ogbench.OGBenchDataConfig, env_name=env_name))
         entries.append(DatasetEntry(
             name, node, f"OGBench {env_name}: made locally with OGBench's scripted oracles; 5 goal tasks",
-            prepare_ogbench, ogbench_spec, load_ogbench))
+            prepare_ogbench, ogbench_spec, load_ogbench, check_ogbench))
     return entries

@@ -4,9 +4,16 @@ A sweep file names a base run, a search space over config paths, the search algo
 an optional scheduler (ASHA on FLOPs spent), per-trial resources and what to report.
 Everything is validated before the first trial starts; every error names the file, the
 key and the fix. Each trial composes its run config with the same Hydra path as `jepa run`.
+
+`failures: {max_failures: N}` (default 1; `jepa sweep --max-failures N` overrides it) is how
+often Tune restarts a trial that failed (a killed worker, a lost node) from its last checkpoint,
+under the same run id. A trial that failed on its own config (NaN loss, config or budget error)
+is not trained again: Tune retries every failure alike, so the retry stops at once instead.
+The driver's git commit is shipped to trials, whose working directories may have no `.git`.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -23,18 +30,37 @@ from orchestrator.budget import (
     reuse_step_flops,
     traced_step_flops,
 )
-from orchestrator.config import GROUPS, ConfigError, compose_run, format_override, to_plain
+from orchestrator.config import (
+    GROUPS,
+    PATH_KEYS,
+    ConfigError,
+    absolute_path,
+    absolute_path_overrides,
+    compose_run,
+    format_override,
+    to_plain,
+)
 
-TOP_KEYS = {"name", "description", "base", "per_variant", "space", "search", "scheduler", "resources", "report", "smoke"}
+TOP_KEYS = {"name", "description", "base", "per_variant", "space", "search", "scheduler", "resources", "report", "smoke",
+            "failures"}
 SAMPLERS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
 ARTIFACTS = "stages_of"  # {stages_of: [sweep, stage]}: a grid over the stage files another sweep saved
 ALGORITHMS = {"grid", "random", "optuna"}
 RESOURCE_KEYS = {"workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent_trials"}
 SCHEDULER_KEYS = {"name", "time_attr", "metric", "mode", "max_t", "grace_period", "reduction_factor"}
+DEFAULT_MAX_FAILURES = 1
 
 
 class SweepError(ValueError):
     pass
+
+
+class SweepInterrupted(Exception):
+    """Tune was stopped (Ctrl-C / SIGINT) before every trial ended; the store is settled."""
+
+    def __init__(self, grid):
+        super().__init__("sweep interrupted")
+        self.grid = grid
 
 
 @dataclass
@@ -52,6 +78,9 @@ class Sweep:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     step_flops: list = field(repr=False, default_factory=list)  # traced while validating, reused by trials
     per_variant: dict[str, list[str]] = field(default_factory=dict)  # extra overrides when a trial uses that variant
+    failures: dict[str, Any] = field(default_factory=lambda: {"max_failures": DEFAULT_MAX_FAILURES})
+    git_sha: str = "unknown"  # the driver's commit, recorded by every trial
+    launched_at: float = 0.0  # when this driver started Tune: failures before it are a previous attempt's
 
     @property
     def grid_size(self) -> int:
@@ -62,7 +91,8 @@ class Sweep:
         return n * int(self.search["num_samples"])
 
 
-def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool = False) -> Sweep:
+def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool = False,
+               max_failures: int | None = None) -> Sweep:
     """Read, merge the smoke section / command-line overrides, and validate in full."""
     source = str(path)
     raw = _read_yaml(Path(path))
@@ -77,7 +107,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool =
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SweepError(f"{source}: `name` must be a word of letters, digits, _ . - (got {name!r}). Fix: name: my_sweep")
-    base = _base_overrides(raw.get("base") or {}, source) + list(overrides)
+    base = absolute_path_overrides(_base_overrides(raw.get("base") or {}, source) + list(overrides))
     space = _expand_artifacts(_check_space(raw.get("space") or {}, source), _storage_of(base), source)
     search = _check_search(raw.get("search") or {}, space, source)
     resources = _check_resources(raw.get("resources") or {}, source)
@@ -86,7 +116,10 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool =
     if not isinstance(report, dict):
         raise SweepError(f"{source}: `report` must be a mapping with x, y, group. Fix: report: {{x: flops_total, y: probe_acc}}")
     per_variant = _per_variant_overrides(raw.get("per_variant") or {}, source)
-    sweep = Sweep(name, source, base, space, search, scheduler, resources, report, raw, per_variant)
+    failures = _check_failures(raw.get("failures") or {}, source, max_failures)
+    from orchestrator.results import git_sha
+    sweep = Sweep(name, source, base, space, search, scheduler, resources, report, raw=raw, per_variant=per_variant,
+                  failures=failures, git_sha=git_sha())
     _check_resource_keys(sweep)
     _check_repeats(sweep)
     _check_trials(sweep)
@@ -151,7 +184,7 @@ def _per_variant_overrides(section: dict, source: str) -> dict[str, list[str]]:
     unknown = set(section) - set(registry.variants())
     if unknown:
         raise SweepError(f"{source}: `per_variant` names unknown variant(s) {sorted(unknown)}. Fix: use {sorted(registry.variants())}")
-    return {name: _base_overrides(keys or {}, source) for name, keys in section.items()}
+    return {name: absolute_path_overrides(_base_overrides(keys or {}, source)) for name, keys in section.items()}
 
 
 def _trial_variant(base: list[str], params: dict[str, Any]) -> str:
@@ -188,6 +221,8 @@ def _check_space(space: dict, source: str) -> dict[str, Any]:
                 raise SweepError(f"{source}: `{where}.loguniform` needs positive bounds (got {args}). Fix: [1.0e-4, 1.0e-3]")
         else:
             raise SweepError(f"{source}: `{where}` must be a list (grid) or one sampler such as {{loguniform: [a, b]}}")
+        if key in PATH_KEYS and isinstance(values, list):  # trials run elsewhere: the driver's paths, absolute
+            values = [absolute_path(v) for v in values]
         checked[key] = values
     return checked
 
@@ -256,6 +291,20 @@ def _check_scheduler(scheduler: Any, search: dict, source: str) -> dict[str, Any
     return out
 
 
+def _check_failures(failures: dict, source: str, override: int | None) -> dict[str, int]:
+    _check_keys(failures, {"max_failures"}, source, "failures")
+    out = {"max_failures": DEFAULT_MAX_FAILURES, **failures}
+    value = out["max_failures"]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SweepError(f"{source}: `failures.max_failures` is {value!r}. Fix: use a whole number >= 0 "
+                         "(how often a failed trial restarts from its last checkpoint)")
+    if override is not None:
+        if override < 0:
+            raise SweepError(f"--max-failures is {override}. Fix: use a whole number >= 0")
+        out["max_failures"] = int(override)
+    return out
+
+
 RESOURCE_OWNED = ("train.num_workers", "train.cpus_per_worker", "train.use_gpu", "sweep")
 
 
@@ -303,11 +352,14 @@ def _check_repeats(sweep: Sweep) -> None:
 
 def _check_trials(sweep: Sweep) -> None:
     """Compose every corner of the space and plan its FLOP budget before anything runs."""
-    seen = set()
+    from orchestrator.datasets import check_data
+
+    seen, checked_data = set(), set()
     for params in _corner_params(sweep):
         overrides = trial_overrides(sweep, params)
         try:
             cfg = compose_run(overrides, source=sweep.source)
+            check_data(cfg.data, checked_data)  # the user's files, once per data config
             key = str(sorted(overrides))
             if key not in seen:
                 seen.add(key)
@@ -334,15 +386,37 @@ def _tune_space(space: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial(params: dict[str, Any], sweep: Sweep) -> None:
-    """One Tune trial: compose its run config, then train it (inline or via TorchTrainer)."""
+    """One Tune trial: compose its run config, then train it (inline or via TorchTrainer).
+    A retry keeps the run id and resumes from the trial's last checkpoint."""
     from ray import tune
 
     from orchestrator.train import launch
 
+    if sweep.git_sha != "unknown":  # read by the results store; Ray Train workers inherit it
+        os.environ["JEPA_GIT_SHA"] = sweep.git_sha
     reuse_step_flops(sweep.step_flops)
     cfg = compose_run(trial_overrides(sweep, params), source=sweep.source)
     run_id = f"{sweep.name}-{tune.get_context().get_trial_id()}"
+    _refuse_pointless_retry(sweep, cfg.storage, run_id)
     launch(cfg, run_id, in_tune=True)
+
+
+class UserErrorNotRetried(RuntimeError):
+    pass
+
+
+def _refuse_pointless_retry(sweep: Sweep, storage: str, run_id: str) -> None:
+    """Tune's FailureConfig retries every failure alike; a run that failed on its own config in this
+    sweep invocation would only fail again, so fail at once with its error (a `--resume` retries it)."""
+    from orchestrator.results import ResultsStore
+    from orchestrator.train import is_user_error
+
+    runs = ResultsStore(storage).runs(sweep.name).filter(run_id=run_id)
+    if runs.height == 0:
+        return
+    last = runs.row(0, named=True)
+    if last["status"] == "failed" and last["updated_at"] >= sweep.launched_at and is_user_error(last["error"] or ""):
+        raise UserErrorNotRetried(f"not retried, it would fail again: {last['error']}")
 
 
 def _search_alg(sweep: Sweep):
@@ -414,7 +488,10 @@ def prepare_datasets(sweep: Sweep) -> None:
 
 
 def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
-    """Run every trial; failed trials are recorded and do not stop the others. Returns the ResultGrid."""
+    """Run every trial; failed trials are recorded and do not stop the others. Returns the ResultGrid,
+    or raises SweepInterrupted (statuses settled) when Ctrl-C stopped Tune first."""
+    import time
+
     from ray import tune
 
     from orchestrator.results import ResultsStore
@@ -425,6 +502,7 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
     inline = probe_cfg.train.inline != "never" and sweep.resources["workers_per_trial"] == 1
     ResultsStore(storage).save_sweep_spec(sweep.name, {k: v for k, v in sweep.raw.items()})
     rl = registry.dataset(probe_cfg.data.name).spec(probe_cfg.data).kind == "rl"
+    sweep.launched_at = time.time()
     trainable = tune.with_resources(tune.with_parameters(trial, sweep=sweep), _trial_resources(sweep, inline, rl))
     path = ray_storage_path(probe_cfg)
     experiment = f"{path.rstrip('/')}/tune"
@@ -442,12 +520,39 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(name="tune", storage_path=path, verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                      failure_config=tune.FailureConfig(max_failures=sweep.failures["max_failures"])),
         )
     prepare_datasets(sweep)
-    grid = tuner.fit()
+    with _watch_interrupt() as watch:
+        grid = tuner.fit()
     settle_statuses(sweep, storage, grid)
+    if watch["interrupted"]:
+        raise SweepInterrupted(grid)
     return grid
+
+
+@contextlib.contextmanager
+def _watch_interrupt():
+    """Tune swaps in its own SIGINT handler for `fit()` and, on Ctrl-C, puts back the one it found,
+    stops the trials and returns normally. Finding our marker handler back after `fit()` means that
+    happened (a second Ctrl-C raises KeyboardInterrupt, as usual)."""
+    import signal
+    import threading
+
+    def marker(signum, frame):
+        raise KeyboardInterrupt
+
+    watch = {"interrupted": False}
+    if threading.current_thread() is not threading.main_thread():  # Tune installs no handler there either
+        yield watch
+        return
+    previous = signal.signal(signal.SIGINT, marker)
+    try:
+        yield watch
+    finally:
+        tune_handles = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+        watch["interrupted"] = tune_handles and signal.getsignal(signal.SIGINT) is marker
+        signal.signal(signal.SIGINT, previous)
 
 
 def _trial_id_from_path(path: str | None) -> str | None:
@@ -467,11 +572,30 @@ def settle_statuses(sweep: Sweep, storage: str, grid) -> None:
     runs = store.runs(sweep.name)
     open_runs = {row["run_id"]: row for row in runs.filter(status="running").iter_rows(named=True)}
     for result in grid:
-        trial_id = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
-        row = open_runs.get(f"{sweep.name}-{trial_id}")
+        row = open_runs.get(_run_id_of(sweep, result))
         if row is None:
             continue
         status = "failed" if result.error is not None else "finished" if reached_final_step(store, sweep.name, row["run_id"]) else "stopped"
         store.record_run(row["run_id"], sweep=row["sweep"], variant=row["variant"], stage=row["stage"],
                          config=json.loads(row["config"]), status=status,
                          error=str(result.error)[-2000:] if result.error is not None else None, started_at=row["started_at"])
+
+
+def _run_id_of(sweep: Sweep, result) -> str:
+    trial_id = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
+    return f"{sweep.name}-{trial_id}"
+
+
+def trial_counts(sweep: Sweep, storage: str, grid=None) -> dict[str, int]:
+    """This invocation's trials by their status in the results store (the truth after
+    settle_statuses), plus those Tune never started."""
+    from orchestrator.results import ResultsStore
+
+    status = dict(ResultsStore(storage).runs(sweep.name).select("run_id", "status").iter_rows())
+    counts = dict.fromkeys(("finished", "failed", "stopped", "running", "not started"), 0)
+    # without a grid (Tune was killed by a second Ctrl-C) every run the store holds for this sweep counts
+    seen = [status.get(_run_id_of(sweep, r), "not started") for r in grid] if grid is not None else list(status.values())
+    for value in seen:
+        counts[value] += 1
+    counts["not started"] += max(0, sweep.grid_size - len(seen))  # trials Tune had not generated yet
+    return counts

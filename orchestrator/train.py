@@ -78,9 +78,23 @@ def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def batches(dataset, cfg, session, device: torch.device):
-    """Endless shuffled batches of this rank's shard (DistributedSampler semantics)."""
-    sampler = DistributedSampler(dataset, session.world_size, session.world_rank, shuffle=True, seed=cfg.seed, drop_last=True)
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start `skip` indices into its first epoch, so a resumed run draws
+    the batches an uninterrupted one would have."""
+
+    skip = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+def batches(dataset, cfg, session, device: torch.device, skip: int = 0):
+    """Endless shuffled batches of this rank's shard (DistributedSampler semantics), from the
+    `skip`-th batch on (a resumed run continues where its checkpoint left the data)."""
+    sampler = ResumableSampler(dataset, session.world_size, session.world_rank, shuffle=True, seed=cfg.seed, drop_last=True)
     workers = int(cfg.train.loader_workers)
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -89,12 +103,13 @@ def batches(dataset, cfg, session, device: torch.device):
             f"data {cfg.data.name!r}: {len(dataset)} clips cannot fill one batch of {cfg.train.batch_size} per worker "
             f"over {session.world_size} workers. Fix: lower train.batch_size or generate more data"
         )
-    epoch = 0
+    epoch, sampler.skip = divmod(skip, len(loader))
+    sampler.skip *= cfg.train.batch_size
     while True:
         sampler.set_epoch(epoch)
         for batch in loader:
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        epoch += 1
+        epoch, sampler.skip = epoch + 1, 0
 
 
 def wrap_for_training(modules: nn.ModuleDict, trainable: list[str], cfg, device: torch.device, distributed: bool) -> nn.ModuleDict:
@@ -192,13 +207,21 @@ def mean_over_workers(scalars: dict[str, torch.Tensor], distributed: bool) -> di
 
 
 def mask_seed(cfg, rank: int, step: int) -> int:
-    """Each rank its own mask stream; a resumed run continues with new masks instead of replaying."""
+    """Each rank its own mask stream, reseeded at every checkpoint: a resumed run draws the masks
+    an uninterrupted one would have."""
     return int(cfg.seed) * 1_000_003 + rank * 10_007 + step
 
 
 def save_state(path: str, modules: nn.ModuleDict, optimizer, stage_index: int, step: int, flops: float, wall_s: float) -> None:
     torch.save({"modules": modules.state_dict(), "optimizer": optimizer.state_dict(), "stage_index": stage_index,
                 "step": step, "flops": flops, "wall_s": wall_s}, Path(path) / CHECKPOINT_FILE)
+
+
+def batches_done(plans, state: dict | None) -> int:
+    """Batches the checkpointed run had drawn: every step of earlier stages, then its own."""
+    if state is None:
+        return 0
+    return sum(plan.steps for plan in plans[: state["stage_index"]]) + state["step"]
 
 
 def load_state(session) -> dict | None:
@@ -228,13 +251,13 @@ def train_loop(payload: dict) -> dict:
     variant = variant_cls(cfg, spec)
     variant.reseed(mask_seed(cfg, session.world_rank, 0))
     plans = plan_run(variant_cls, cfg, spec)
-    data = batches(entry.load(cfg.data, "train"), cfg, session, device)
     evaluation = probe_datasets(entry, cfg) if rank0 else None
 
     store = ResultsStore(cfg.storage) if rank0 else None
     gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name) if rank0 else None
     peak = measure_bf16_peak(device) if device.type == "cuda" and rank0 else None
     state = load_state(session)
+    data = batches(entry.load(cfg.data, "train"), cfg, session, device, skip=batches_done(plans, state))
     flops_total, previous, last = 0.0, None, {}
     started = time.perf_counter()
     timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}  # where a trial's time goes (bench/)
@@ -250,7 +273,7 @@ def train_loop(payload: dict) -> dict:
                 previous = modules
                 continue
             modules.load_state_dict(state["modules"])
-            variant.reseed(mask_seed(cfg, session.world_rank, state["step"]))  # fresh masks, not a replay
+            variant.reseed(mask_seed(cfg, session.world_rank, state["step"]))  # as the checkpoint's run did
             start_step, flops_total = state["step"], state["flops"]
             started = time.perf_counter() - state["wall_s"]
         trainable = variant.trainable(modules, stage)
@@ -323,6 +346,8 @@ def train_loop(payload: dict) -> dict:
                 last_report = time.perf_counter()
             last = metrics
             window_start, window_steps = time.perf_counter(), 0
+            if ckpt_now:  # the masks after a checkpoint depend on its step only (see mask_seed)
+                variant.reseed(mask_seed(cfg, session.world_rank, step + 1))
         if rank0 and stage != variant.stages[-1] and start_step < plan.steps:  # a later run may reuse it (SALT teachers)
             export_stage(store, cfg, run_id, stage, modules, plan.flops, last)
         previous = modules
@@ -435,9 +460,17 @@ def reached_final_step(store: ResultsStore, sweep: str, run_id: str) -> bool:
     return finals.height > 0 and finals["step"].max() >= rows["step"].max()
 
 
+USER_ERRORS = ("NonFiniteLossError:", "BudgetError:", "ConfigError:", "MissingDatasetError:")  # the run's own fault
+
+
+def is_user_error(error: str) -> bool:
+    """A stored error (see _short_error) that retrying the same config would only repeat."""
+    return error.startswith(USER_ERRORS)
+
+
 def _short_error(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}"
-    for marker in ("NonFiniteLossError:", "BudgetError:", "ConfigError:", "MissingDatasetError:"):
+    for marker in USER_ERRORS:
         if marker in text:
             text = text[text.rindex(marker):]
             break

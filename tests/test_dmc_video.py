@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs import video
+from envs import default_gl_backend, rendering_problem, video
 from envs.video import (
     DMC_DOMAINS,
     MOTION_CLASSES,
@@ -23,6 +23,9 @@ from envs.video import (
     generate_dmc_clips,
     load_dmc_clips,
 )
+
+# Rendering needs an OpenGL library (EGL or OSMesa); without one these tests skip, saying what to install.
+needs_gl = pytest.mark.skipif(rendering_problem() is not None, reason=str(rendering_problem()))
 
 TINY = DmcClipsConfig(num_train=8, num_val=4, frames=4, size=32, warmup_steps=10, shard_size=5)
 BACKWARD, STILL, FORWARD = range(3)
@@ -44,6 +47,7 @@ def _assert_same_clips(first: dict[str, np.ndarray], second: dict[str, np.ndarra
 # --------------------------------------------------------------------------
 
 
+@needs_gl
 def test_shapes_and_dtypes(tiny_train):
     assert tiny_train["video"].shape == (8, 4, 32, 32, 3)
     assert tiny_train["video"].dtype == np.uint8
@@ -52,21 +56,25 @@ def test_shapes_and_dtypes(tiny_train):
     assert tiny_train["speed"].dtype == np.float32
 
 
+@needs_gl
 def test_frames_are_rendered_scenes(tiny_train):
     frames = tiny_train["video"].astype(np.float64)
     assert frames.std(axis=(2, 3, 4)).min() > 5, "a frame is blank"
 
 
+@needs_gl
 def test_generation_is_deterministic(tiny_train):
     _assert_same_clips(tiny_train, generate_dmc_clips(TINY, "train", 0, 8))
 
 
+@needs_gl
 def test_chunked_generation_matches_one_shot(tiny_train):
     chunks = [generate_dmc_clips(TINY, "train", start, n) for start, n in ((0, 3), (3, 1), (4, 4))]
     joined = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in tiny_train}
     _assert_same_clips(tiny_train, joined)
 
 
+@needs_gl
 def test_splits_and_seeds_give_different_clips(tiny_train):
     val = generate_dmc_clips(TINY, "val", 0, 2)["video"]
     reseeded_cfg = DmcClipsConfig(**{**vars(TINY), "seed": 1})
@@ -75,11 +83,13 @@ def test_splits_and_seeds_give_different_clips(tiny_train):
     assert not np.array_equal(tiny_train["video"][:2], reseeded)
 
 
+@needs_gl
 def test_labels_in_range(tiny_train):
     assert tiny_train["domain"].min() >= 0 and tiny_train["domain"].max() < len(TINY.domains)
     assert tiny_train["motion"].min() >= 0 and tiny_train["motion"].max() < len(MOTION_CLASSES)
 
 
+@needs_gl
 def test_motion_label_thresholds_the_forward_speed(tiny_train):
     speed, motion = tiny_train["speed"], tiny_train["motion"]
     np.testing.assert_array_equal(motion == FORWARD, speed >= STILL_SPEED)
@@ -93,6 +103,7 @@ def _cart_column(frames: np.ndarray) -> np.ndarray:
     return np.array([np.nonzero(mask)[1].mean() for mask in orange])
 
 
+@needs_gl
 def test_motion_label_matches_the_cart_moving_on_screen():
     # Cartpole's camera is fixed with +x to the right, so the cart's image column
     # shows the physical displacement; a long frame_skip makes it several pixels.
@@ -106,6 +117,7 @@ def test_motion_label_matches_the_cart_moving_on_screen():
         assert motion == (FORWARD if shift > 0 else BACKWARD), (shift, motion)
 
 
+@needs_gl
 def test_clips_differ_between_domains():
     # Each clip's first frame is nearest (in pixels) to the other clip of its own domain.
     firsts, owners = [], []
@@ -144,7 +156,7 @@ def test_user_choice_of_gl_backend_is_kept(monkeypatch):
     assert os.environ["MUJOCO_GL"] == "glfw"
     monkeypatch.delenv("MUJOCO_GL")
     video._dm_control_suite()
-    assert os.environ["MUJOCO_GL"] == ("egl" if torch.cuda.is_available() else "osmesa")
+    assert os.environ["MUJOCO_GL"] == default_gl_backend()  # probed: egl, osmesa, or "disable" without either
 
 
 # --------------------------------------------------------------------------
@@ -152,6 +164,7 @@ def test_user_choice_of_gl_backend_is_kept(monkeypatch):
 # --------------------------------------------------------------------------
 
 
+@needs_gl
 def test_ensure_then_load_roundtrip_without_regeneration(tmp_path, tiny_train, monkeypatch):
     dataset_dir = ensure_dmc_clips(TINY, root=tmp_path)
     assert dataset_dir == tmp_path / "dmc_clips" / TINY.fingerprint()
@@ -176,6 +189,7 @@ def test_load_without_dataset_names_the_fix(tmp_path):
         load_dmc_clips(tmp_path / "nowhere", "train")
 
 
+@needs_gl
 def test_video_clips_serve_domain_and_motion(tiny_train):
     dataset = VideoClips(tiny_train, num_classes=dmc_num_classes(TINY))
     assert dataset.labels == ("domain", "motion")
@@ -192,6 +206,7 @@ def test_video_clips_serve_domain_and_motion(tiny_train):
     np.testing.assert_allclose(frames, tiny_train["video"][2], atol=1e-3)
 
 
+@needs_gl
 def test_registry_entry_makes_and_loads_dmc_clips(tmp_path):
     """`data=dmc_clips` through the orchestrator: config node -> generator -> dataset the trainer reads."""
     from orchestrator import registry

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs import rendering_problem
 from envs.exorl import (
     DOMAINS,
     META_FILE,
@@ -95,6 +96,7 @@ def test_files_follow_exorl_layout(walker_dir):
         assert np.abs(episode["action"]).max() <= 1.0
 
 
+@pytest.mark.skipif(rendering_problem() is not None, reason=str(rendering_problem()))
 def test_pixels_are_stored_when_asked(tmp_path):
     cfg = ExplorationConfig("point_mass", "random", num_episodes=1, episode_length=3, pixels=True)
     (episode,) = _episodes(collect(cfg, tmp_path, num_workers=1)).values()

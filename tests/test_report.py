@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
@@ -107,3 +109,66 @@ def test_zero_shot_table_gives_seed_means_and_errors_and_merges_reference_sweeps
     assert "| exorl_walker_rnd | run | 50.0 (n=1) | 20.0 ± 10.0 (n=2) |" in text  # iql merged from `refs`
     assert "| exorl_walker_rnd | (all tasks) | 50.0 (n=1) | 85.0 ± 25.5 (n=2) |" in text
     assert "No sweep `absent` in the results" in text
+
+
+def _swept_run(store: ResultsStore, run_id: str, steps: int, weight_decay: float, seed: int) -> None:
+    config = {"variant": {"name": "ijepa"}, "model": {"depth": 2}, "optim": {"lr": 1e-3, "weight_decay": weight_decay},
+              "budget": {"steps": steps}, "seed": seed}
+    store.record_run(run_id, sweep="swept", variant="ijepa", stage="pretrain", config=config, status="finished")
+    store.append_metrics(run_id, "swept", [
+        {"step": steps, "flops": 1e9 * steps, "wall_s": 1.0, "metric": "lr", "value": 1e-5},
+        {"step": steps, "flops": 1e9 * steps, "wall_s": 1.0, "metric": "probe_acc", "value": 0.5},
+    ])
+
+
+def _runs_header(text: str) -> list[str]:
+    table = text.split("## Runs", 1)[1].strip().splitlines()[0]
+    return [cell.strip() for cell in table.strip("|").split("|")]
+
+
+def test_runs_table_shows_every_swept_key_and_labels_the_scheduled_lr(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.save_sweep_spec("swept", {"name": "swept", "space": {"budget.steps": [10, 20], "optim.lr": [1e-3],
+                                                               "optim.weight_decay": {"loguniform": [1e-4, 1e-1]}}})
+    _swept_run(store, "a", 10, 0.01, seed=0)
+    _swept_run(store, "b", 20, 0.03, seed=1)
+    header = _runs_header(write_report(tmp_path, "swept").read_text())
+    # space keys in the spec's order (optim.lr although one value), then keys that differ (seed); not model.depth
+    assert header[:5] == ["run_id", "status", "budget.steps", "optim.lr", "optim.weight_decay"]
+    assert "seed" in header and "model.depth" not in header
+    assert "lr (final, scheduled)" in header and "lr" not in header
+
+
+def test_runs_table_without_a_spec_shows_the_keys_that_differ(tmp_path):
+    store = ResultsStore(tmp_path)
+    _swept_run(store, "a", 10, 0.01, seed=0)
+    _swept_run(store, "b", 20, 0.01, seed=0)
+    header = _runs_header(write_report(tmp_path, "swept").read_text())
+    assert "budget.steps" in header
+    assert not {"optim.weight_decay", "seed", "optim.lr"} & set(header)
+
+
+def test_report_uses_the_newest_value_of_a_re_logged_step(sweep_root):
+    store = ResultsStore(sweep_root)
+    store.append_metrics("ijepa-1e+15-s0", SWEEP, [{"step": 20, "flops": 1e15, "wall_s": 3.0, "metric": "probe_acc",
+                                                    "value": 0.123456}])
+    assert "0.1235" in write_report(sweep_root, SWEEP).read_text()
+
+
+@pytest.mark.parametrize("option, name, close", [("--group", "variant.nme", "variant.name"),
+                                                 ("--y", "probe_ac", "probe_acc"), ("--x", "flops", "flops_total")])
+def test_unknown_report_column_is_a_user_error_naming_it(sweep_root, capsys, option, name, close):
+    from orchestrator.cli import main
+
+    assert main(["report", SWEEP, "--storage", str(sweep_root), option, name]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {option} '{name}'" in err and "Fix: use one of" in err
+    assert re.search(rf"did you mean [^?]*`{re.escape(close)}`", err) and "budget.flops" in err  # all valid ones listed
+
+
+def test_unknown_group_in_the_spec_raises_a_report_error(sweep_root):
+    from orchestrator.report import ReportError
+
+    ResultsStore(sweep_root).save_sweep_spec(SWEEP, {"name": SWEEP, "report": {"group": "varaint.name"}})
+    with pytest.raises(ReportError, match="report.group in sweep.yaml: 'varaint.name'.*variant.name"):
+        write_report(sweep_root, SWEEP)

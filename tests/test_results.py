@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pathlib
+import subprocess
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+import orchestrator
 from orchestrator import analysis
-from orchestrator.results import METRIC_SCHEMA, RUN_SCHEMA, ResultsStore, git_sha
+from orchestrator.results import GIT_SHA_ENV, METRIC_SCHEMA, RUN_SCHEMA, ResultsStore, git_sha
 
 CONFIG = {"variant": {"name": "ijepa"}, "optim": {"lr": 1e-3}, "budget": {"flops": 1e15}, "tags": ["a", "b"]}
 
@@ -135,9 +140,79 @@ def test_sweep_spec_round_trip_and_uri_root(tmp_path):
     assert not [p for p in (tmp_path / "s1").iterdir() if p.name.startswith(".")]
 
 
-def test_git_sha_is_a_string():
-    sha = git_sha()
-    assert isinstance(sha, str) and sha
+def test_overlapping_appends_are_read_once_newest_file_winning(tmp_path):
+    """A resumed trial re-logs steps 3-4 after its step-2 checkpoint: readers see them once, as re-logged."""
+    store = ResultsStore(tmp_path)
+    store.append_metrics("r1", "s1", _metric_rows(5))  # steps 0-4, value 1 / (1 + i)
+    store.append_metrics("r1-b", "s1", _metric_rows(5))  # another run sharing the prefix keeps all its rows
+    resumed = [dict(row, value=10.0 + row["step"]) for row in _metric_rows(4, offset=3)]  # steps 3-6
+    store.append_metrics("r1", "s1", resumed)
+    rows = store.metrics("s1", run_id="r1")
+    assert rows["step"].to_list() == [0, 1, 2, 3, 4, 5, 6]
+    assert rows["value"].to_list() == [1.0, 0.5, 1 / 3, 13.0, 14.0, 15.0, 16.0]
+    all_rows = store.metrics("s1")
+    assert all_rows.height == 7 + 5
+    assert all_rows.select(["run_id", "step", "metric"]).is_duplicated().sum() == 0
+
+
+def _write_named(directory: pathlib.Path, name: str, rows: list[dict]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=METRIC_SCHEMA), directory / name)
+
+
+def test_newer_file_supersedes_older_by_write_time_not_name_order(tmp_path):
+    """time_ns 999 sorts after 1000 as text: the newer file must still win, for every metric it holds."""
+    metrics_dir = tmp_path / "s1" / "metrics"
+    row = {"run_id": "r1", "flops": 1.0, "wall_s": 0.0}
+    _write_named(metrics_dir, "r1-999-ffffffff.parquet",
+                 [dict(row, step=s, metric=m, value=0.0) for s in (1, 2) for m in ("loss", "acc")])
+    _write_named(metrics_dir, "r1-1000-00000000.parquet",
+                 [dict(row, step=2, metric="loss", value=7.0), dict(row, step=3, metric="loss", value=8.0)])
+    rows = ResultsStore(tmp_path).metrics("s1").sort(["step", "metric"])
+    assert rows.select("step", "metric", "value").rows() == [
+        (1, "acc", 0.0), (1, "loss", 0.0), (2, "acc", 0.0), (2, "loss", 7.0), (3, "loss", 8.0)
+    ]
+
+
+def test_final_table_takes_the_newest_value_of_a_re_logged_step(tmp_path):
+    store = ResultsStore(tmp_path)
+    _record(store, "r1", "finished")
+    store.append_metrics("r1", "s1", [{"step": 4, "flops": 4.0, "wall_s": 9.0, "metric": "loss", "value": 2.0}])
+    store.append_metrics("r1", "s1", [{"step": 4, "flops": 4.0, "wall_s": 1.0, "metric": "loss", "value": 1.5}])
+    assert analysis.final_table(store, "s1")["loss"].to_list() == [1.5]
+
+
+def _head(directory) -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+PACKAGE_DIR = pathlib.Path(orchestrator.__file__).parent
+
+
+def test_git_sha_is_the_checkout_head(monkeypatch):
+    monkeypatch.delenv(GIT_SHA_ENV, raising=False)
+    monkeypatch.chdir(PACKAGE_DIR)
+    assert git_sha() == _head(PACKAGE_DIR)
+    assert len(git_sha()) == 40
+
+
+def test_git_sha_env_wins_over_the_checkout(monkeypatch):
+    monkeypatch.chdir(PACKAGE_DIR)
+    monkeypatch.setenv(GIT_SHA_ENV, "0123456789abcdef0123456789abcdef01234567")
+    assert git_sha() == "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv(GIT_SHA_ENV, "unknown")  # an image built without the build arg
+    assert git_sha() == _head(PACKAGE_DIR)
+
+
+def test_git_sha_outside_a_checkout_uses_the_package_then_a_file(monkeypatch, tmp_path):
+    monkeypatch.delenv(GIT_SHA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # like a job's uploaded working dir: no .git
+    assert git_sha() == _head(PACKAGE_DIR)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert git_sha() == "unknown"
+    (tmp_path / "GIT_SHA").write_text("feedface\n")
+    assert git_sha() == "feedface"
 
 
 # ---- analysis ----------------------------------------------------------------------

@@ -46,6 +46,8 @@ report: {x: flops_total, y: probe_acc, group: optim.lr}
         ("name: 'a b'\n", "`name` must be a word"),
         ("name: x\nbase: {budget.steps: 1, train.num_workers: 2}\n", r"set by the sweep itself.*resources"),
         ("name: x\nbase: {budget.steps: 1}\nspace: {optim.lr: [1, 2]}\nsearch: {num_samples: 3}\n", "same seed"),
+        ("name: x\nbase: {budget.steps: 1}\nfailures: {max_failures: -1}\n", r"failures.max_failures` is -1"),
+        ("name: x\nbase: {budget.steps: 1}\nfailures: {retries: 2}\n", r"unknown key\(s\) \['retries'\] in failures"),
     ],
 )
 def test_malformed_sweep_files_name_file_key_and_fix(tmp_path, text, match):
@@ -59,6 +61,24 @@ def test_missing_sweep_file_and_missing_smoke_section(tmp_path):
         load_sweep(tmp_path / "absent.yaml")
     with pytest.raises(SweepError, match="no `smoke:` section"):
         load_sweep(write(tmp_path, GOOD), smoke=True)
+
+
+def test_failure_limit_provenance_and_per_variant_keys_reach_the_sweep(tmp_path, monkeypatch):
+    """Retries default to one, the file's limit and `--max-failures` override it; the driver's commit
+    travels with the sweep; `per_variant` keys reach the trials that use that variant."""
+    from orchestrator.sweep import trial_overrides
+
+    monkeypatch.setenv("JEPA_GIT_SHA", "feedc0de")
+    text = "name: x\nbase: {budget.steps: 10}\nspace: {variant: [vjepa, salt]}\nper_variant: {salt: {variant.teacher_fraction: 0.3}}\n"
+    sweep = load_sweep(write(tmp_path, text))
+    assert sweep.failures == {"max_failures": 1} and sweep.git_sha == "feedc0de"
+    assert "variant.teacher_fraction=0.3" in trial_overrides(sweep, {"variant": "salt"})
+    assert "variant.teacher_fraction=0.3" not in trial_overrides(sweep, {"variant": "vjepa"})
+    limited = write(tmp_path, text + "failures: {max_failures: 3}\n", "limited.yaml")
+    assert load_sweep(limited).failures["max_failures"] == 3
+    assert load_sweep(limited, max_failures=0).failures["max_failures"] == 0
+    with pytest.raises(SweepError, match="--max-failures is -2. Fix"):
+        load_sweep(limited, max_failures=-2)
 
 
 def test_run_config_errors_name_the_key():
@@ -89,6 +109,7 @@ def test_four_trial_sweep_keeps_finished_results_when_one_trial_fails(ray_sessio
     assert len(grid) == 4
     errors = [r.error for r in grid if r.error is not None]
     assert len(errors) == 2  # lr=1e12 diverges at both budgets
+    assert all("not retried, it would fail again: NonFiniteLossError" in str(e) for e in errors)  # failures: 1 by default
     runs = ResultsStore(tmp_path).runs("tiny")
     assert sorted(runs["status"].to_list()) == ["failed", "failed", "finished", "finished"]
     failed = runs.filter(status="failed")
@@ -159,3 +180,21 @@ def test_shipped_sweep_files_validate(path, tmp_path):
         return
     sweep = load_sweep(path, [f"storage={tmp_path}"])
     assert sweep.grid_size >= 4 and sweep.report
+
+
+def test_relative_file_keys_are_the_drivers_paths_in_every_trial(tmp_path, monkeypatch):
+    """Tune trials and Train workers run in directories of their own: relative names resolve on the driver."""
+    from orchestrator.sweep import _corner_params, trial_overrides
+
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "name: rel\nbase: {data: moving_shapes, data.root: my_data, budget.steps: 1}\n"
+                           "space: {data.root: [my_data, /abs/data]}\n")
+    sweep = load_sweep(path, [f"storage={tmp_path / 'runs'}"])
+    assert f"data.root={tmp_path / 'my_data'}" in sweep.base
+    assert sweep.space["data.root"] == [str(tmp_path / "my_data"), "/abs/data"]
+    monkeypatch.chdir("/")  # where a trial might run
+    cfg = compose_run(trial_overrides(sweep, _corner_params(sweep)[0]))
+    assert cfg.data.root == str(tmp_path / "my_data")
+    monkeypatch.chdir(tmp_path)
+    assert compose_run(["data=video_csv", "data.train_csv=a.csv", "data.val_csv=/b.csv", "budget.steps=1"]).data.train_csv \
+        == str(tmp_path / "a.csv")
