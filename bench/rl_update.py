@@ -95,7 +95,8 @@ def sampler_batches_per_second(batch: int, iters: int = 50) -> float:
     """RLlib OfflineData.sample() over a Parquet file of walker-sized transitions (ray.data)."""
     import ray
 
-    from orchestrator import rl
+    from orchestrator.rl.data import InProcessOfflineData, TransitionPreLearner, offline_data_options, offline_input
+    from orchestrator.rl.loop import ZeroShotConfig
 
     data = walker_like_data()
     rows = len(data)
@@ -106,11 +107,11 @@ def sampler_batches_per_second(batch: int, iters: int = 50) -> float:
 
             os.environ["JEPA_DATA"] = root
             cfg = OmegaConf.create({"name": "bench", "rows": rows})
-            config = (rl.ZeroShotConfig()
+            config = (ZeroShotConfig()
                       .training(train_batch_size_per_learner=batch)
-                      .offline_data(prelearner_class=rl.TransitionPreLearner,
-                                    **rl.offline_data_options(rl.offline_input(data, cfg), rows)))
-            offline = rl.InProcessOfflineData(config)
+                      .offline_data(prelearner_class=TransitionPreLearner,
+                                    **offline_data_options(offline_input(data, cfg), rows)))
+            offline = InProcessOfflineData(config)
             offline.spaces = {"__env__": (None, None)}
             offline.module_spec = None
             offline.sample(num_samples=batch, module_state={"unused": {}})  # builds and materialises the pipeline
@@ -148,8 +149,9 @@ def rllib_updates_per_second(args, updates: int) -> float:
 
     import ray
 
-    from orchestrator import rl
     from orchestrator.config import compose_run
+    from orchestrator.rl.data import rl_spec
+    from orchestrator.rl.loop import build_algorithm, stop
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -159,13 +161,13 @@ def rllib_updates_per_second(args, updates: int) -> float:
                                f"train.batch_size={args.batch}", "budget.steps=1", "eval.tasks=[stand]",
                                f"storage={root}/runs"])
             data = walker_like_data()
-            algo = rl.build_algorithm(cfg, data, rl.rl_spec(data), updates)
+            algo = build_algorithm(cfg, data, rl_spec(data), updates)
             timer = StepTimer(max(2, args.warmup // updates))
             for _ in range(timer.warmup + max(3, args.iters // updates)):
                 algo.train()
                 timer.tick()
             rate = updates / timer.seconds_per_step()
-            rl.stop(algo)
+            stop(algo)
             return rate
     finally:
         ray.shutdown()

@@ -82,6 +82,19 @@ def require_rendering(what: str) -> None:
 settle_gl_backend()
 
 
+# Rendering of dm_control bodies without shadows and floor reflections: software rendering (OSMesa) is
+# several times faster without them, and at 32-64 pixels they add little.
+RENDER_FLAGS = {"shadow": False, "reflection": False}
+
+
+def dm_control_suite():
+    """dm_control's suite, imported only once MUJOCO_GL is settled (it picks its backend at first import)."""
+    settle_gl_backend()
+    from dm_control import suite
+
+    return suite
+
+
 def rendering_problem() -> str | None:
     """Why rendering cannot work in this process (the error's text), or None: for skipping rendering tests."""
     try:

@@ -2,7 +2,7 @@
 
 A zero-shot agent is trained once and then evaluated on every task of a domain, so the env
 takes its task from `set_task` instead of being rebuilt per task. Observations, action
-scaling and task rewards are exactly those of the ExoRL-layout data in `envs.exorl`, so a
+scaling and task rewards are exactly those of the ExoRL-layout data (`envs.dmc_tasks`), so a
 policy trained on that data sees the same vectors here.
 """
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from envs.exorl import (
+from envs.dmc_tasks import (
     DOMAINS,
     TASKS,
-    _scale_to_spec,
     flatten_observation,
     load_environment,
+    scale_to_spec,
     task_reward,
 )
 
@@ -56,7 +56,7 @@ class DMCTaskEnv(gym.Env):
         return flatten_observation(self._env.reset().observation), {"task": self.task}
 
     def step(self, action):
-        timestep = self._env.step(_scale_to_spec(np.asarray(action), self._env.action_spec()))
+        timestep = self._env.step(scale_to_spec(np.asarray(action), self._env.action_spec()))
         self._t += 1
         reward = float(self._reward(self._env.physics))
         truncated = self._t >= self.max_episode_steps

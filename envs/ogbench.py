@@ -37,12 +37,13 @@ from typing import NamedTuple
 import gymnasium
 import numpy as np
 
-from envs.video import (
+from envs.cache import (
     META_FILE,
-    _config_fingerprint,
-    _ensure_dataset,
-    _replace_atomically,
+    config_fingerprint,
     data_root,
+    ensure_dataset,
+    replace_atomically,
+    write_json,
 )
 
 # Datasets made with OGBench's scripted oracles, named as OGBench names them (without "-v0").
@@ -127,7 +128,7 @@ def _ogbench_version() -> str | None:
         return None
 
 
-def _register() -> None:
+def register_envs() -> None:
     """Importing OGBench's manipspace package registers its gymnasium ids."""
     import ogbench.manipspace  # noqa: F401
 
@@ -168,7 +169,7 @@ class OGBenchDataConfig:
 
     def fingerprint(self) -> str:
         """Short hash of the config; a new value means the dataset must be generated again."""
-        return _config_fingerprint(self, GENERATOR_VERSION)
+        return config_fingerprint(self, GENERATOR_VERSION)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -300,7 +301,7 @@ def _collect_episode(env, oracles, cfg: OGBenchDataConfig, split: str, index: in
 
 
 def _make_collection_env(cfg: OGBenchDataConfig):
-    _register()
+    register_envs()
     return gymnasium.make(
         env_id(cfg.env_name),
         terminate_at_goal=False,
@@ -339,7 +340,7 @@ def _write_ogbench(cfg: OGBenchDataConfig, directory: Path) -> None:
         for split in SPLITS:
             arrays = collect_split(cfg, split, env)
             shapes[split] = {key: list(value.shape) for key, value in arrays.items()}
-            _replace_atomically(
+            replace_atomically(
                 directory / names[split], partial(np.savez_compressed, **arrays)
             )
     finally:
@@ -355,8 +356,7 @@ def _write_ogbench(cfg: OGBenchDataConfig, directory: Path) -> None:
         "rows_per_episode": cfg.episode_length + 1,
         "shapes": shapes,
     }
-    text = json.dumps(meta, indent=2, sort_keys=True).encode()
-    _replace_atomically(directory / META_FILE, lambda handle: handle.write(text))
+    write_json(directory / META_FILE, meta)
 
 
 def dataset_dir(cfg: OGBenchDataConfig, root: Path | None = None) -> Path:
@@ -373,7 +373,7 @@ def generate(cfg: OGBenchDataConfig, root: Path | None = None) -> Path:
     a file lock, so concurrent callers generate once.
     """
     directory = dataset_dir(cfg, root)
-    _ensure_dataset(directory, cfg.fingerprint(), partial(_write_ogbench, cfg))
+    ensure_dataset(directory, cfg.fingerprint(), partial(_write_ogbench, cfg))
     return directory / file_names(cfg.env_name)["train"]
 
 
@@ -389,7 +389,7 @@ def _make_hint(path: Path) -> str:
     return MAKE_HINT.format(env=env.replace("-", "_"))
 
 
-def _resolve(path: Path) -> Path:
+def resolve_dataset(path: Path) -> Path:
     """Accept a dataset directory made by ``generate`` for its train file."""
     if path.is_dir() and (path / META_FILE).is_file():
         return path / json.loads((path / META_FILE).read_text())["files"]["train"]
@@ -418,7 +418,7 @@ def load_ogbench(path: str | Path, compact: bool = False) -> dict[str, np.ndarra
     A file that already stores ``next_observations`` holds one transition per
     row; all rows are then valid.
     """
-    path = _resolve(Path(path))
+    path = resolve_dataset(Path(path))
     if not path.is_file():
         raise FileNotFoundError(
             f"No OGBench dataset at {path}. Make it with `{_make_hint(path)}` "
@@ -549,5 +549,5 @@ def make_env(env_name: str, **kwargs) -> GoalTaskEnv:
     environment's own time limit (200 for cube-single, 750 scene, 500 puzzle-3x3).
     """
     gym_id = env_id(env_name)
-    _register()
+    register_envs()
     return GoalTaskEnv(gymnasium.make(gym_id, **kwargs))

@@ -21,7 +21,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from orchestrator.budget import BudgetError
     from orchestrator.config import ConfigError
     from orchestrator.ray_connect import RayAddressError
-    from orchestrator.registry import UnknownNameError
+    from orchestrator.entries import UnknownNameError
     from orchestrator.report import ReportError
     from orchestrator.sweep import SweepError
 
@@ -58,7 +58,7 @@ def cmd_run(args) -> int:
     from omegaconf import OmegaConf
 
     from orchestrator.config import compose_run
-    from orchestrator.datasets import check_data
+    from orchestrator.registry import check_data
     from orchestrator.train import describe_plan, launch
 
     overrides = list(args.overrides)

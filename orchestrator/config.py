@@ -22,11 +22,8 @@ from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from orchestrator import registry
+from orchestrator.entries import ConfigError  # lives in the leaf: dataset errors subclass it
 from variants.nn.vit import VIT_SIZES
-
-
-class ConfigError(ValueError):
-    """A config problem the user can fix; the message names the key and the fix."""
 
 
 @dataclass

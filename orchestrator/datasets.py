@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf
 
-from envs import video
-from orchestrator import registry
-from orchestrator.config import ConfigError
-from orchestrator.registry import DatasetEntry
+from envs import dmc_clips, moving_shapes, mp4
+from envs.clips import VideoClips
+from orchestrator.entries import ConfigError, DatasetEntry
 from variants.base import DataSpec
 
 
@@ -21,21 +19,6 @@ class MissingDatasetError(FileNotFoundError):
 
 class DataError(ConfigError):
     """The data a config points at cannot be used; the message names the file and the fix."""
-
-
-def check_data(data_cfg, seen: set[str] | None = None) -> None:
-    """Run the dataset's own checks of the user's files (once per distinct data config in `seen`).
-
-    Called on the driver before Ray starts, so bad files fail in seconds with `error: ... Fix:`.
-    """
-    key = json.dumps(OmegaConf.to_container(data_cfg, resolve=False), sort_keys=True, default=str)
-    if seen is not None:
-        if key in seen:
-            return
-        seen.add(key)
-    entry = registry.dataset(data_cfg.name)
-    if entry.check is not None:
-        entry.check(data_cfg)
 
 
 STORAGE_ONLY = ("shard_size",)  # how files are cut, not what the data is
@@ -63,31 +46,32 @@ def data_node(name: str, generator_config: type, **defaults) -> type:
     return dataclasses.make_dataclass(f"{generator_config.__name__}Node", fields)
 
 
-MovingShapesData = data_node("moving_shapes", video.MovingShapesConfig)
-DmcClipsData = data_node("dmc_clips", video.DmcClipsConfig)
+MovingShapesData = data_node("moving_shapes", moving_shapes.MovingShapesConfig)
+DmcClipsData = data_node("dmc_clips", dmc_clips.DmcClipsConfig)
 
 
-def _generator_config(cls: type, cfg):
+def generator_config(cls: type, cfg):
     """A data node back to the generator's config (lists back to tuples)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, (list, tuple, ListConfig)) else v for k, v in cfg.items() if k in names})
 
 
-def _shapes_config(cfg) -> video.MovingShapesConfig:
-    return _generator_config(video.MovingShapesConfig, cfg)
+def _shapes_config(cfg) -> moving_shapes.MovingShapesConfig:
+    return generator_config(moving_shapes.MovingShapesConfig, cfg)
 
 
-def _root(cfg) -> Path | None:
+def root_path(cfg) -> Path | None:
+    """`data.root` as a path, or None for the default cache (`envs.cache.data_root()`)."""
     return Path(cfg.root) if cfg.get("root") else None
 
 
 def prepare_moving_shapes(cfg) -> str:
-    return str(video.ensure_moving_shapes(_shapes_config(cfg), _root(cfg)))
+    return str(moving_shapes.ensure_moving_shapes(_shapes_config(cfg), root_path(cfg)))
 
 
-def load_moving_shapes(cfg, split: str) -> video.VideoClips:
-    path = video.ensure_moving_shapes(_shapes_config(cfg), _root(cfg))
-    return video.VideoClips(video.load_moving_shapes(path, split))
+def load_moving_shapes(cfg, split: str) -> VideoClips:
+    path = moving_shapes.ensure_moving_shapes(_shapes_config(cfg), root_path(cfg))
+    return VideoClips(moving_shapes.load_moving_shapes(path, split), moving_shapes.NUM_CLASSES)
 
 
 def moving_shapes_spec(cfg) -> DataSpec:
@@ -96,7 +80,7 @@ def moving_shapes_spec(cfg) -> DataSpec:
         frames=cfg.frames,
         size=cfg.size,
         channels=3,
-        num_classes={"shape": len(video.SHAPE_CLASSES), "motion": video.NUM_DIRECTIONS},
+        num_classes=moving_shapes.NUM_CLASSES,
     )
 
 
@@ -132,7 +116,7 @@ def check_video_csv(cfg) -> None:
         if not csv_path.is_file():
             raise DataError(f"data.{key}: no such file {str(csv_path)!r}. {fix}")
         try:
-            entries = video.check_clip_csv(csv_path)
+            entries = mp4.check_clip_csv(csv_path)
         except (FileNotFoundError, ValueError) as err:
             raise DataError(f"data.{key}: {err}. Fix: correct or remove that line of {csv_path}") from None
         label, line = max((label, line) for _, label, line in entries)
@@ -141,37 +125,31 @@ def check_video_csv(cfg) -> None:
                             f"{cfg.num_classes}. Fix: set data.num_classes={label + 1} (labels are 0 .. num_classes - 1)")
 
 
-def load_video_csv(cfg, split: str) -> video.Mp4Clips:
+def load_video_csv(cfg, split: str) -> mp4.Mp4Clips:
     prepare_video_csv(cfg)
-    return video.Mp4Clips(cfg[f"{split}_csv"], frames=cfg.frames, size=cfg.size, frame_step=cfg.frame_step)
+    return mp4.Mp4Clips(cfg[f"{split}_csv"], frames=cfg.frames, size=cfg.size, frame_step=cfg.frame_step)
 
 
 def video_csv_spec(cfg) -> DataSpec:
     return DataSpec(kind="video", frames=cfg.frames, size=cfg.size, channels=3, num_classes={"label": cfg.num_classes})
 
 
-def _dmc_config(cfg) -> video.DmcClipsConfig:
-    return _generator_config(video.DmcClipsConfig, cfg)
+def _dmc_config(cfg) -> dmc_clips.DmcClipsConfig:
+    return generator_config(dmc_clips.DmcClipsConfig, cfg)
 
 
 def prepare_dmc_clips(cfg) -> str:
-    return str(video.ensure_dmc_clips(_dmc_config(cfg), _root(cfg)))
+    return str(dmc_clips.ensure_dmc_clips(_dmc_config(cfg), root_path(cfg)))
 
 
-def load_dmc_clips(cfg, split: str) -> video.VideoClips:
+def load_dmc_clips(cfg, split: str) -> VideoClips:
     dmc = _dmc_config(cfg)
-    path = video.ensure_dmc_clips(dmc, _root(cfg))
-    return video.VideoClips(video.load_dmc_clips(path, split), num_classes=video.dmc_num_classes(dmc))
+    path = dmc_clips.ensure_dmc_clips(dmc, root_path(cfg))
+    return VideoClips(dmc_clips.load_dmc_clips(path, split), num_classes=dmc_clips.dmc_num_classes(dmc))
 
 
 def dmc_clips_spec(cfg) -> DataSpec:
-    return DataSpec(kind="video", frames=cfg.frames, size=cfg.size, channels=3, num_classes=video.dmc_num_classes(_dmc_config(cfg)))
-
-
-def builtin_datasets() -> list[DatasetEntry]:
-    from orchestrator import rl_datasets  # builds on this module's helpers
-
-    return video_datasets() + rl_datasets.exorl_entries() + rl_datasets.ogbench_entries()
+    return DataSpec(kind="video", frames=cfg.frames, size=cfg.size, channels=3, num_classes=dmc_clips.dmc_num_classes(_dmc_config(cfg)))
 
 
 def video_datasets() -> list[DatasetEntry]:

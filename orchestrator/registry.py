@@ -1,48 +1,29 @@
 """Name -> variant class / dataset entry. Third parties add theirs through entry points.
 
 Entry-point groups: `jepa_orchestrator.variants` (a Variant subclass) and
-`jepa_orchestrator.datasets` (a DatasetEntry).
+`jepa_orchestrator.datasets` (a DatasetEntry, see `orchestrator/entries.py`).
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import json
 from importlib.metadata import entry_points
-from typing import Any, Callable
 
-from torch.utils.data import Dataset
+from omegaconf import OmegaConf
 
-from variants.base import DataSpec, Variant
-
-
-@dataclass(frozen=True)
-class DatasetEntry:
-    """How the orchestrator makes, describes and loads one dataset, given its config node."""
-
-    name: str
-    config_class: type
-    describe: str
-    prepare: Callable[[Any], str]  # generate if missing; return the dataset directory
-    spec: Callable[[Any], DataSpec]
-    load: Callable[[Any, str], Dataset]  # (data cfg, split) -> torch Dataset of dict samples
-    # Cheap checks of the user's files on the driver, before Ray starts; raises a user error.
-    check: Callable[[Any], None] | None = None
-
-
-class UnknownNameError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
-        return str(self.args[0])
+from orchestrator.datasets import video_datasets
+from orchestrator.entries import DatasetEntry, UnknownNameError
+from orchestrator.rl.baseline_variants import BASELINES  # RLlib-free: listing variants must not import RLlib
+from orchestrator.rl.datasets import exorl_entries, ogbench_entries
+from variants.base import Variant
+from variants.fb import FB
+from variants.salt import SALT
+from variants.td_jepa import TDJEPA
+from variants.vjepa import VJEPA
 
 
 @functools.cache
 def variants() -> dict[str, type[Variant]]:
-    from variants.fb import FB
-    from variants.salt import SALT
-    from variants.td_jepa import TDJEPA
-    from variants.vjepa import VJEPA
-
-    from orchestrator.baselines import BASELINES  # not rl_baselines: listing variants must not import RLlib
-
     found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB, *BASELINES)}
     for ep in entry_points(group="jepa_orchestrator.variants"):
         cls = ep.load()
@@ -52,9 +33,7 @@ def variants() -> dict[str, type[Variant]]:
 
 @functools.cache
 def datasets() -> dict[str, DatasetEntry]:
-    from orchestrator.datasets import builtin_datasets
-
-    found = {entry.name: entry for entry in builtin_datasets()}
+    found = {entry.name: entry for entry in video_datasets() + exorl_entries() + ogbench_entries()}
     for ep in entry_points(group="jepa_orchestrator.datasets"):
         entry = ep.load()
         found[entry.name] = entry
@@ -77,3 +56,18 @@ def dataset(name: str) -> DatasetEntry:
         raise UnknownNameError(
             f"unknown dataset {name!r}; known: {', '.join(sorted(datasets()))}. Fix: `data=<one of them>`"
         ) from None
+
+
+def check_data(data_cfg, seen: set[str] | None = None) -> None:
+    """Run the dataset's own checks of the user's files (once per distinct data config in `seen`).
+
+    Called on the driver before Ray starts, so bad files fail in seconds with `error: ... Fix:`.
+    """
+    key = json.dumps(OmegaConf.to_container(data_cfg, resolve=False), sort_keys=True, default=str)
+    if seen is not None:
+        if key in seen:
+            return
+        seen.add(key)
+    entry = dataset(data_cfg.name)
+    if entry.check is not None:
+        entry.check(data_cfg)

@@ -115,6 +115,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = (), smoke: bool =
     report = raw.get("report") or {}
     if not isinstance(report, dict):
         raise SweepError(f"{source}: `report` must be a mapping with x, y, group. Fix: report: {{x: flops_total, y: probe_acc}}")
+    _check_panels(report, source)
     per_variant = _per_variant_overrides(raw.get("per_variant") or {}, source)
     failures = _check_failures(raw.get("failures") or {}, source, max_failures)
     from orchestrator.results import git_sha
@@ -291,6 +292,17 @@ def _check_scheduler(scheduler: Any, search: dict, source: str) -> dict[str, Any
     return out
 
 
+def _check_panels(report: dict, source: str) -> None:
+    """A misspelt panel fails now, not after the sweep has trained (when `jepa report` reads it)."""
+    from orchestrator.report import ReportError
+    from orchestrator.report.registry import panels, requested_panels
+
+    try:
+        requested_panels(report, panels())
+    except ReportError as err:
+        raise SweepError(f"{source}: {err}") from None
+
+
 def _check_failures(failures: dict, source: str, override: int | None) -> dict[str, int]:
     _check_keys(failures, {"max_failures"}, source, "failures")
     out = {"max_failures": DEFAULT_MAX_FAILURES, **failures}
@@ -352,14 +364,12 @@ def _check_repeats(sweep: Sweep) -> None:
 
 def _check_trials(sweep: Sweep) -> None:
     """Compose every corner of the space and plan its FLOP budget before anything runs."""
-    from orchestrator.datasets import check_data
-
     seen, checked_data = set(), set()
     for params in _corner_params(sweep):
         overrides = trial_overrides(sweep, params)
         try:
             cfg = compose_run(overrides, source=sweep.source)
-            check_data(cfg.data, checked_data)  # the user's files, once per data config
+            registry.check_data(cfg.data, checked_data)  # the user's files, once per data config
             key = str(sorted(overrides))
             if key not in seen:
                 seen.add(key)
@@ -409,7 +419,7 @@ def _refuse_pointless_retry(sweep: Sweep, storage: str, run_id: str) -> None:
     """Tune's FailureConfig retries every failure alike; a run that failed on its own config in this
     sweep invocation would only fail again, so fail at once with its error (a `--resume` retries it)."""
     from orchestrator.results import ResultsStore
-    from orchestrator.train import is_user_error
+    from orchestrator.runs import is_user_error
 
     runs = ResultsStore(storage).runs(sweep.name).filter(run_id=run_id)
     if runs.height == 0:
@@ -495,7 +505,7 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
     from ray import tune
 
     from orchestrator.results import ResultsStore
-    from orchestrator.train import ray_storage_path
+    from orchestrator.runs import ray_storage_path
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # probes report only at eval steps
     probe_cfg = compose_run(trial_overrides(sweep, _corner_params(sweep)[0]), source=sweep.source)
@@ -566,7 +576,7 @@ def settle_statuses(sweep: Sweep, storage: str, grid) -> None:
     import json
 
     from orchestrator.results import ResultsStore
-    from orchestrator.train import reached_final_step
+    from orchestrator.runs import reached_final_step
 
     store = ResultsStore(storage)
     runs = store.runs(sweep.name)

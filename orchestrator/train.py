@@ -30,15 +30,12 @@ from orchestrator.budget import (
 )
 from orchestrator.config import from_plain, to_plain
 from orchestrator.metrics import DashboardGauges
-from orchestrator.results import ResultsStore, resolve_storage
+from orchestrator.results import ResultsStore
+from orchestrator.runs import check_finite, metric_rows, ray_storage_path, reached_final_step, short_error, stage_prefixed
 from orchestrator.session import checkpoint_dir, make_session
 from variants.nn.probes import fit_probe
 
 CHECKPOINT_FILE = "state.pt"
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -139,15 +136,6 @@ def set_schedules(optimizer: torch.optim.Optimizer, cfg, step: int, total: int) 
         if not group.get("no_weight_decay"):
             group["weight_decay"] = wd
     return lr
-
-
-def check_finite(loss: float, cfg, stage: str, step: int) -> None:
-    """Run on the all-reduced loss, so every rank raises together (no rank left waiting in DDP)."""
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f"variant {cfg.variant.name!r} stage {stage!r}: loss became {loss} by step {step}. "
-            f"Fix: lower optim.lr (now {cfg.optim.lr}), set optim.grad_clip, or use train.precision=fp32"
-        )
 
 
 @torch.no_grad()
@@ -364,21 +352,6 @@ def export_stage(store: ResultsStore, cfg, run_id: str, stage: str, modules: nn.
     return store.save_artifact(cfg.sweep, run_id, f"{stage}.pt", buffer.getvalue())
 
 
-UNPREFIXED = ("stage", "step", "flops_total", "wall_s", "final", "setup_s", "train_s", "eval_s")
-
-
-def stage_prefixed(metrics: dict, stage: str) -> dict:
-    """"loss" -> "teacher/loss", so a stage's numbers never mix with the final model's."""
-    return {(k if k in UNPREFIXED else f"{stage}/{k}"): v for k, v in metrics.items()}
-
-
-def metric_rows(metrics: dict) -> list[dict]:
-    """Long-format rows for the results store."""
-    base = {"step": int(metrics["step"]), "flops": float(metrics["flops_total"]), "wall_s": float(metrics["wall_s"])}
-    return [dict(base, metric=k, value=float(v)) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and k not in ("step", "flops_total", "wall_s") and (k != "final" or v)]
-
-
 # ---------------------------------------------------------------------------- launching
 def use_inline(cfg, in_tune: bool) -> bool:
     """One worker needs no worker group: run the loop in the calling process (measured in bench/)."""
@@ -411,11 +384,6 @@ def make_trainer(cfg, run_id: str, in_tune: bool):
     )
 
 
-def ray_storage_path(cfg) -> str:
-    """Ray's checkpoints live beside the results store, under <storage>/<sweep>/ray."""
-    return f"{resolve_storage(cfg.storage).rstrip('/')}/{cfg.sweep}/ray"
-
-
 def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
     """Run one config to completion, recording running -> finished | failed in the results store."""
     store = ResultsStore(cfg.storage)
@@ -426,9 +394,9 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
     started = time.time()
     store.record_run(run_id, status="running", started_at=started, **record)
     try:
-        if is_rl(entry, cfg):  # RLlib hosts the learner (orchestrator/rl.py); learners are its actors
-            from orchestrator.rl import train_zero_shot
-            from orchestrator.rl_baselines import train_baseline
+        if is_rl(entry, cfg):  # RLlib hosts the learner (orchestrator/rl/); imported here only: RLlib is heavy
+            from orchestrator.rl.baselines import train_baseline
+            from orchestrator.rl.loop import train_zero_shot
 
             if not in_tune:
                 entry.prepare(cfg.data)  # collect/generate on the driver, with Ray tasks, before training
@@ -439,7 +407,7 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
         else:
             result = make_trainer(cfg, run_id, in_tune).fit().metrics or {}
     except Exception as err:
-        store.record_run(run_id, status="failed", error=_short_error(err), started_at=started, **record)
+        store.record_run(run_id, status="failed", error=short_error(err), started_at=started, **record)
         raise
     except BaseException:  # a scheduler (ASHA) or the user stopped it: keep what it logged
         status = "finished" if reached_final_step(store, cfg.sweep, run_id) else "stopped"
@@ -451,30 +419,6 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
 
 def is_rl(entry, cfg) -> bool:
     return entry.spec(cfg.data).kind == "rl"
-
-
-def reached_final_step(store: ResultsStore, sweep: str, run_id: str) -> bool:
-    """The loop logs `final` with its last step; a stop that lands after it is not a cut-short run."""
-    rows = store.metrics(sweep, run_id)
-    finals = rows.filter(metric="final")
-    return finals.height > 0 and finals["step"].max() >= rows["step"].max()
-
-
-USER_ERRORS = ("NonFiniteLossError:", "BudgetError:", "ConfigError:", "MissingDatasetError:")  # the run's own fault
-
-
-def is_user_error(error: str) -> bool:
-    """A stored error (see _short_error) that retrying the same config would only repeat."""
-    return error.startswith(USER_ERRORS)
-
-
-def _short_error(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}"
-    for marker in USER_ERRORS:
-        if marker in text:
-            text = text[text.rindex(marker):]
-            break
-    return text.strip()[:2000]
 
 
 def describe_plan(cfg) -> str:

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from envs import exorl
-from envs.video import MovingShapesConfig, generate_moving_shapes, write_mp4
+from envs.moving_shapes import MovingShapesConfig, generate_moving_shapes
+from envs.mp4 import write_mp4
 from orchestrator import registry
 from orchestrator.config import ConfigError, compose_run
 
@@ -170,13 +171,13 @@ def test_sweep_validation_checks_every_data_file(tmp_path):
 
 
 def test_good_files_pass_the_checks(tmp_path):
-    from orchestrator.datasets import check_data
+    from orchestrator.registry import check_data
 
     from envs import ogbench
 
     made = ogbench.generate(ogbench.OGBenchDataConfig(num_episodes=1, episode_length=10), tmp_path / "og")
     collected = exorl.collect(exorl.ExplorationConfig("walker", "random", num_episodes=1, episode_length=10),
-                              tmp_path / "ex", num_workers=1)
+                              tmp_path / "ex")
     for overrides in ([*OGBENCH, f"data.path={write_ogbench(tmp_path / 'ok.npz', 2)}"], [*OGBENCH, f"data.path={made}"],
                       [*OGBENCH, f"data.path={made.parent}"], [*EXORL, f"data.path={write_exorl(tmp_path / 'exorl', 2)}"],
                       [*EXORL, f"data.path={collected}"]):
@@ -189,7 +190,7 @@ def test_good_files_pass_the_checks(tmp_path):
 
 # ---------------------------------------------------------------------------- stale caches
 def _offline_rows(overrides: list[str]) -> tuple[str, int]:
-    from orchestrator.rl import load_rl_data, offline_input
+    from orchestrator.rl.data import load_rl_data, offline_input
 
     cfg = compose_run(overrides)
     data = load_rl_data(cfg)
@@ -226,7 +227,7 @@ def test_exorl_directory_that_gains_an_episode_gets_new_training_rows(tmp_path, 
 
 
 def test_source_stamp_follows_every_file_of_a_directory(tmp_path):
-    from orchestrator.rl_datasets import source_stamp
+    from orchestrator.rl.datasets import source_stamp
 
     directory = write_exorl(tmp_path / "walker", 2)
     cfg = compose_run([*EXORL, f"data.path={directory}"]).data

@@ -1,4 +1,4 @@
-"""Tests for the rendered dm_control clips in envs.video: generation, labels, disk cache."""
+"""Tests for the rendered dm_control clips in envs.dmc_clips: generation, labels, disk cache."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from envs import default_gl_backend, rendering_problem, video
-from envs.video import (
+from envs import default_gl_backend, dm_control_suite, dmc_clips, rendering_problem
+from envs.clips import NORM_MEAN, NORM_STD, VideoClips
+from envs.dmc_clips import (
     DMC_DOMAINS,
     MOTION_CLASSES,
-    NORM_MEAN,
-    NORM_STD,
     STILL_SPEED,
     DmcClipsConfig,
-    VideoClips,
     dmc_num_classes,
     ensure_dmc_clips,
     generate_dmc_clips,
@@ -150,12 +148,12 @@ def test_fingerprint_tracks_every_field():
 
 
 def test_user_choice_of_gl_backend_is_kept(monkeypatch):
-    video._dm_control_suite()  # import under the real setting; later calls only set the variable
+    dm_control_suite()  # import under the real setting; later calls only set the variable
     monkeypatch.setenv("MUJOCO_GL", "glfw")
-    video._dm_control_suite()
+    dm_control_suite()
     assert os.environ["MUJOCO_GL"] == "glfw"
     monkeypatch.delenv("MUJOCO_GL")
-    video._dm_control_suite()
+    dm_control_suite()
     assert os.environ["MUJOCO_GL"] == default_gl_backend()  # probed: egl, osmesa, or "disable" without either
 
 
@@ -179,7 +177,7 @@ def test_ensure_then_load_roundtrip_without_regeneration(tmp_path, tiny_train, m
 
     files = sorted(dataset_dir.glob("*.npz")) + [dataset_dir / "meta.json"]
     mtimes = [path.stat().st_mtime_ns for path in files]
-    monkeypatch.setattr(video, "generate_dmc_clips", lambda *args: pytest.fail("regenerated"))
+    monkeypatch.setattr(dmc_clips, "generate_dmc_clips", lambda *args: pytest.fail("regenerated"))
     assert ensure_dmc_clips(TINY, root=tmp_path) == dataset_dir
     assert [path.stat().st_mtime_ns for path in files] == mtimes
 

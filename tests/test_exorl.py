@@ -1,29 +1,23 @@
-"""Tests for envs.exorl: ExoRL-layout collection, reward relabelling, loading and the RND explorer."""
+"""Tests for ExoRL-layout data: collection and loading (envs.exorl), task rewards and relabelling
+(envs.dmc_tasks), and the RND explorer (envs.exploration)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from envs import rendering_problem
-from envs.exorl import (
-    DOMAINS,
-    META_FILE,
-    TASKS,
-    ExplorationConfig,
-    RandomNetworkDistillation,
-    collect,
-    load_environment,
-    load_exorl,
-    relabel,
-    task_reward,
-)
-from envs.video import _dm_control_suite
+from envs import dm_control_suite, rendering_problem
+from envs.cache import META_FILE
+from envs.dmc_tasks import DOMAINS, TASKS, load_environment, relabel, task_reward
+from envs.exorl import ExplorationConfig, collect, load_exorl
+from envs.exploration import RandomNetworkDistillation
 
 LENGTH = 20
 WALKER = ExplorationConfig(
@@ -44,12 +38,12 @@ EPISODE_KEYS = {"observation", "action", "reward", "discount", "physics"}
 
 @pytest.fixture(scope="module")
 def walker_dir(tmp_path_factory):
-    return collect(WALKER, tmp_path_factory.mktemp("walker"), num_workers=1)
+    return collect(WALKER, tmp_path_factory.mktemp("walker"))
 
 
 @pytest.fixture(scope="module")
 def rnd_dir(tmp_path_factory):
-    return collect(POINT_MASS_RND, tmp_path_factory.mktemp("rnd"), num_workers=1)
+    return collect(POINT_MASS_RND, tmp_path_factory.mktemp("rnd"))
 
 
 def _episodes(dataset_dir) -> dict[str, dict[str, np.ndarray]]:
@@ -99,31 +93,60 @@ def test_files_follow_exorl_layout(walker_dir):
 @pytest.mark.skipif(rendering_problem() is not None, reason=str(rendering_problem()))
 def test_pixels_are_stored_when_asked(tmp_path):
     cfg = ExplorationConfig("point_mass", "random", num_episodes=1, episode_length=3, pixels=True)
-    (episode,) = _episodes(collect(cfg, tmp_path, num_workers=1)).values()
+    (episode,) = _episodes(collect(cfg, tmp_path)).values()
     assert episode["pixels"].shape == (4, 64, 64, 3) and episode["pixels"].dtype == np.uint8
     assert episode["pixels"].std() > 5, "blank frames"
 
 
 def test_collect_is_idempotent(walker_dir):
     stamps = {path: path.stat().st_mtime_ns for path in walker_dir.rglob("*.*")}
-    assert collect(WALKER, walker_dir.parents[3], num_workers=1) == walker_dir
+    assert collect(WALKER, walker_dir.parents[3]) == walker_dir
     assert {path: path.stat().st_mtime_ns for path in walker_dir.rglob("*.*")} == stamps
 
 
 def test_collection_is_deterministic_per_seed(rnd_dir, tmp_path):
-    again = collect(POINT_MASS_RND, tmp_path / "again", num_workers=1)
+    again = collect(POINT_MASS_RND, tmp_path / "again")
     _assert_same_episodes(_episodes(rnd_dir), _episodes(again))
     other_seed = replace(POINT_MASS_RND, seed=1)
-    other = _episodes(collect(other_seed, tmp_path / "other", num_workers=1))
+    other = _episodes(collect(other_seed, tmp_path / "other"))
     first = _episodes(rnd_dir)["episode_000000_20.npz"]["physics"]
     assert not np.array_equal(other["episode_000000_20.npz"]["physics"], first)
 
 
 def test_ray_workers_write_the_same_episodes(ray_session, rnd_dir, tmp_path):
-    """Episodes split over Ray tasks (the shared test session's Ray) equal the in-process ones."""
-    parallel = collect(POINT_MASS_RND, tmp_path, num_workers=2)
+    """Shares run as Ray tasks (the orchestrator's map, on the shared test session's Ray) write
+    the same episodes as the builtin serial map."""
+    from orchestrator.rl.datasets import ray_task_map
+
+    parallel = collect(POINT_MASS_RND, tmp_path, map_fn=ray_task_map)
     _assert_same_episodes(_episodes(rnd_dir), _episodes(parallel))
     assert (parallel / META_FILE).is_file()
+
+
+def test_collector_runs_its_shares_through_the_given_map(tmp_path):
+    """Every share goes through `map_fn` (one call per share), so a caller's map really does the work."""
+    calls = []
+
+    def recording_map(fn, items):
+        calls.extend(items)
+        return map(fn, items)
+
+    cfg = replace(WALKER, episode_length=3)
+    collect(cfg, tmp_path, map_fn=recording_map)
+    assert calls == [range(1), range(1, 2)]
+    assert len(_episodes(collect(cfg, tmp_path, map_fn=recording_map))) == 2 and len(calls) == 2  # cached
+
+
+def test_envs_never_import_ray():
+    """envs/ takes a parallel map from its caller; not even a lazy import of Ray hides in it."""
+    envs_dir = Path(__file__).resolve().parents[1] / "envs"
+    found = []
+    for path in sorted(envs_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "ray"]
+    assert len(list(envs_dir.glob("*.py"))) > 5 and found == []
 
 
 # --------------------------------------------------------------------------
@@ -135,7 +158,7 @@ def test_ray_workers_write_the_same_episodes(ray_session, rnd_dir, tmp_path):
     ("domain", "task"), [("walker", "walk"), ("cheetah", "run"), ("quadruped", "walk")]
 )
 def test_relabel_matches_dm_control_rewards_on_the_live_env(domain, task):
-    env = _dm_control_suite().load(domain, task, task_kwargs={"random": 3})
+    env = dm_control_suite().load(domain, task, task_kwargs={"random": 3})
     rng = np.random.default_rng(3)
     spec = env.action_spec()
     env.reset()

@@ -76,8 +76,8 @@ def test_rendering_without_a_backend_names_the_package(monkeypatch):
 
 def test_without_gl_physics_imports_and_runs(tmp_path):
     """The probe finds nothing, MUJOCO_GL=disable, and dm_control, MuJoCo, OGBench and RLlib import and simulate."""
-    script = ("import os, envs; from envs.dmc_gym import DMCTaskEnv; from envs.ogbench import _register, env_id; "
-              "import gymnasium as gym, ray.rllib; _register(); "
+    script = ("import os, envs; from envs.dmc_gym import DMCTaskEnv; from envs.ogbench import env_id, register_envs; "
+              "import gymnasium as gym, ray.rllib; register_envs(); "
               "env = gym.make(env_id('cube-single-play')); env.reset(seed=0); env.step(env.action_space.sample()); "
               "d = DMCTaskEnv('walker', 'walk', max_episode_steps=5); d.reset(seed=0); d.step(d.action_space.sample()); "
               "print('BACKEND', envs.probe_gl_backend(), os.environ['MUJOCO_GL'], envs.rendering_problem())")

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from envs.cache import META_FILE
 from envs.ogbench import (
-    META_FILE,
     SUPPORTED,
     GoalTaskEnv,
     OGBenchDataConfig,

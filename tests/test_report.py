@@ -7,8 +7,9 @@ import re
 import polars as pl
 import pytest
 
-from orchestrator import analysis
 from orchestrator.report import write_report
+from orchestrator.report.fits import fit_groups
+from orchestrator.report.table import final_table
 from orchestrator.results import ResultsStore
 
 SWEEP = "scaling"
@@ -70,8 +71,8 @@ def test_report_has_table_fits_failures_and_plot(sweep_root):
 
 
 def test_report_fits_recover_group_exponents(sweep_root):
-    table = analysis.final_table(ResultsStore(sweep_root), SWEEP).filter(pl.col("status") == "finished")
-    fits = analysis.fit_groups(table, "flops_total", "probe_acc", "variant.name")
+    table = final_table(ResultsStore(sweep_root), SWEEP).filter(pl.col("status") == "finished")
+    fits = fit_groups(table, "flops_total", "probe_acc", "variant.name")
     assert set(fits) == {"ijepa", "vjepa"}
     assert fits["ijepa"]["b"] == pytest.approx(0.20, abs=0.05)
     assert fits["vjepa"]["b"] == pytest.approx(0.15, abs=0.05)

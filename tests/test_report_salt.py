@@ -11,7 +11,8 @@ import math
 import pytest
 from scipy.stats import linregress
 
-from orchestrator.report import format_value, write_report
+from orchestrator.report import write_report
+from orchestrator.report.markdown import format_value
 from orchestrator.results import ResultsStore
 
 SWEEP = "salt"

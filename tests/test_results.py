@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import orchestrator
-from orchestrator import analysis
+from orchestrator.report.fits import fit_power_law
+from orchestrator.report.frontier import pareto_frontier
+from orchestrator.report.table import final_table
 from orchestrator.results import GIT_SHA_ENV, METRIC_SCHEMA, RUN_SCHEMA, ResultsStore, git_sha
 
 CONFIG = {"variant": {"name": "ijepa"}, "optim": {"lr": 1e-3}, "budget": {"flops": 1e15}, "tags": ["a", "b"]}
@@ -179,7 +181,7 @@ def test_final_table_takes_the_newest_value_of_a_re_logged_step(tmp_path):
     _record(store, "r1", "finished")
     store.append_metrics("r1", "s1", [{"step": 4, "flops": 4.0, "wall_s": 9.0, "metric": "loss", "value": 2.0}])
     store.append_metrics("r1", "s1", [{"step": 4, "flops": 4.0, "wall_s": 1.0, "metric": "loss", "value": 1.5}])
-    assert analysis.final_table(store, "s1")["loss"].to_list() == [1.5]
+    assert final_table(store, "s1")["loss"].to_list() == [1.5]
 
 
 def _head(directory) -> str:
@@ -221,7 +223,7 @@ def test_git_sha_outside_a_checkout_uses_the_package_then_a_file(monkeypatch, tm
 def test_power_law_fit_recovers_known_parameters():
     compute = np.geomspace(1e15, 1e19, 8)
     a, b, c = 2000.0, 0.25, 0.1
-    fit = analysis.fit_power_law(compute, a * compute**-b + c)
+    fit = fit_power_law(compute, a * compute**-b + c)
     assert fit is not None
     assert fit["a"] == pytest.approx(a, rel=0.05)
     assert fit["b"] == pytest.approx(b, rel=0.05)
@@ -230,8 +232,8 @@ def test_power_law_fit_recovers_known_parameters():
 
 
 def test_power_law_fit_needs_three_budgets():
-    assert analysis.fit_power_law([1e15, 1e15, 1e16, 1e16], [0.5, 0.4, 0.3, 0.31]) is None
-    assert analysis.fit_power_law([], []) is None
+    assert fit_power_law([1e15, 1e15, 1e16, 1e16], [0.5, 0.4, 0.3, 0.31]) is None
+    assert fit_power_law([], []) is None
 
 
 def test_pareto_frontier_hand_example():
@@ -242,10 +244,10 @@ def test_pareto_frontier_hand_example():
             "acc": [0.5, 0.4, 0.6, 0.55, 0.7, 0.7],
         }
     )
-    assert analysis.pareto_frontier(df, "cost", "acc")["name"].to_list() == ["a", "c", "e"]
-    assert analysis.pareto_frontier(df, "cost", "acc", mode="min")["name"].to_list() == ["a", "b"]
+    assert pareto_frontier(df, "cost", "acc")["name"].to_list() == ["a", "c", "e"]
+    assert pareto_frontier(df, "cost", "acc", mode="min")["name"].to_list() == ["a", "b"]
     with pytest.raises(ValueError):
-        analysis.pareto_frontier(df, "cost", "acc", mode="best")
+        pareto_frontier(df, "cost", "acc", mode="best")
 
 
 def test_final_table_flattens_config_and_takes_last_values(tmp_path):
@@ -261,7 +263,7 @@ def test_final_table_flattens_config_and_takes_last_values(tmp_path):
             {"step": 3, "flops": 3e12, "wall_s": 3.0, "metric": "probe_acc", "value": 0.6},
         ],
     )
-    table = analysis.final_table(store, "s1")
+    table = final_table(store, "s1")
     r1 = table.filter(pl.col("run_id") == "r1").row(0, named=True)
     assert r1["variant.name"] == "ijepa"
     assert r1["optim.lr"] == 1e-3

@@ -30,7 +30,8 @@ def rl_overrides(storage, variant: str, data: list[str]) -> list[str]:
 def module_for(variant: str, data: list[str], tmp_path):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from orchestrator.rl import ZeroShotRLModule, load_rl_data, rl_spec
+    from orchestrator.rl.data import load_rl_data, rl_spec
+    from orchestrator.rl.module import ZeroShotRLModule
 
     cfg = compose_run(rl_overrides(tmp_path, variant, data))
     data = load_rl_data(cfg)
@@ -92,7 +93,8 @@ def test_zero_shot_task_changes_with_the_reward(tmp_path, data_root, variant):
 
 
 def test_bad_rl_inputs_give_clear_errors(tmp_path, data_root):
-    from orchestrator.rl import evaluation_tasks, load_rl_data
+    from orchestrator.rl.data import load_rl_data
+    from orchestrator.rl.evaluate import evaluation_tasks
 
     with pytest.raises(ValueError, match="Unknown ExoRL domain .dog.; known"):
         registry.dataset("exorl_walker_rnd").load(OmegaConf.merge(
@@ -196,13 +198,13 @@ def test_two_rllib_learners_train_one_zero_shot_run(ray_session, tmp_path, data_
 def test_datasets_a_user_already_has_load_through_data_path(tmp_path, data_root):
     """`data.path` reads an OGBench .npz or an ExoRL buffer instead of generating one."""
     from envs import exorl, ogbench
-    from orchestrator.rl import load_rl_data
+    from orchestrator.rl.data import load_rl_data
 
     npz = ogbench.generate(ogbench.OGBenchDataConfig(num_episodes=2, episode_length=30, seed=3), tmp_path / "og")
     cfg = compose_run(["variant=fb", "data=ogbench_cube_single_play", f"data.path={npz}", "budget.steps=1"])
     data = load_rl_data(cfg)
     assert len(data) == 60 and data.task_kind == "goal" and len(data.tasks) == 5
-    buffer = exorl.collect(exorl.ExplorationConfig("walker", "random", num_episodes=2, episode_length=20), tmp_path / "ex", 1)
+    buffer = exorl.collect(exorl.ExplorationConfig("walker", "random", num_episodes=2, episode_length=20), tmp_path / "ex")
     cfg = compose_run(["variant=td_jepa", "data=exorl_walker_rnd", f"data.path={buffer}", "budget.steps=1"])
     data = load_rl_data(cfg)
     assert len(data) == 40 and data.labelled("walk", 10, seed=0)[1].shape == (10,)
@@ -228,7 +230,7 @@ def test_each_epoch_of_offline_data_is_reshuffled_from_the_seed(ray_session):
     """The learner's iterator: a fixed seed replays the same batches, yet epochs differ from each other."""
     import ray
 
-    from orchestrator.rl import EpochSeededIterator
+    from orchestrator.rl.data import EpochSeededIterator
 
     def epochs(seed: int) -> list[list[int]]:
         batches = EpochSeededIterator(ray.data.range(64).iterator(), shard=0).iter_torch_batches(

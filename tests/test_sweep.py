@@ -198,3 +198,9 @@ def test_relative_file_keys_are_the_drivers_paths_in_every_trial(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert compose_run(["data=video_csv", "data.train_csv=a.csv", "data.val_csv=/b.csv", "budget.steps=1"]).data.train_csv \
         == str(tmp_path / "a.csv")
+
+
+def test_misspelt_report_panel_fails_when_the_sweep_loads(tmp_path):
+    path = write(tmp_path, "name: x\nbase: {budget.steps: 1}\nreport: {isoflops: {}}\n")
+    with pytest.raises(SweepError, match=r"s.yaml: .*isoflops.*did you mean `isoflop`"):
+        load_sweep(path, [f"storage={tmp_path}"])

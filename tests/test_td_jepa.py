@@ -4,6 +4,7 @@ from dataclasses import asdict
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
 from variants.base import DataSpec
 from variants.fb import FB, FBConfig
@@ -170,12 +171,22 @@ def test_sizes_come_from_the_data_spec():
 
 @VARIANTS
 def test_step_traces_on_the_meta_device(cls):
-    """The trainer's FLOP counter runs one step on meta tensors: no data-dependent Python."""
+    """The trainer's FLOP counter runs one step on meta tensors: no data-dependent Python, a scalar
+    loss whose backward reaches every trainable weight, and at least the FLOPs of one forward and
+    one weight-gradient pass of every trainable matrix over the whole batch."""
     variant, _ = make(cls)
     with torch.device("meta"):
         modules = variant.build("main")
         batch = {k: v.to("meta") for k, v in transitions(torch.Generator().manual_seed(0)).items()}
-    variant.step(modules, batch, "main")["loss"].backward()
+    with FlopCounterMode(display=False) as counter:
+        loss = variant.step(modules, batch, "main")["loss"]
+        loss.backward()
+    assert loss.device.type == "meta" and loss.shape == ()
+    trainable = [(name, p) for name, p in modules.named_parameters() if p.requires_grad]
+    assert trainable and [n for n, p in trainable if p.grad is None or p.grad.device.type != "meta"] == []
+    rows = batch["observation"].shape[0]
+    matrices = sum(p.numel() for _, p in trainable if p.ndim == 2)
+    assert counter.get_total_flops() >= 4 * rows * matrices  # 2·rows·numel forward, as much again for the weight's grad
 
 
 # --- a tiny MDP -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for envs.video: synthetic moving shapes, its disk cache, and mp4 clips."""
+"""Tests for the video datasets: synthetic moving shapes, the disk cache (envs.cache), and mp4 clips."""
 
 from __future__ import annotations
 
@@ -11,20 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from envs.video import (
-    NORM_MEAN,
-    NORM_STD,
+from envs.cache import data_root
+from envs.clips import NORM_MEAN, NORM_STD, VideoClips
+from envs.moving_shapes import (
+    NUM_CLASSES,
     NUM_DIRECTIONS,
     SHAPE_CLASSES,
     MovingShapesConfig,
-    Mp4Clips,
-    VideoClips,
-    data_root,
     ensure_moving_shapes,
     generate_moving_shapes,
     load_moving_shapes,
-    write_mp4,
 )
+from envs.mp4 import Mp4Clips, write_mp4
 
 # Any shape has a channel >= 170 and backgrounds stay below ~130: a simple threshold finds shapes.
 SHAPE_THRESHOLD = 150
@@ -234,7 +232,7 @@ def test_load_unknown_split(tmp_path):
 
 def test_video_clips_items():
     arrays = generate_moving_shapes(MovingShapesConfig(frames=4, size=16), "val", 0, 3)
-    dataset = VideoClips(arrays)
+    dataset = VideoClips(arrays, NUM_CLASSES)
     assert len(dataset) == 3
     assert dataset.labels == ("shape", "motion")
     assert dataset.num_classes == {"shape": 4, "motion": 8}
@@ -249,7 +247,7 @@ def test_video_clips_items():
 
 
 def test_video_clips_batch_through_dataloader():
-    dataset = VideoClips(generate_moving_shapes(MovingShapesConfig(), "val", 0, 4))
+    dataset = VideoClips(generate_moving_shapes(MovingShapesConfig(), "val", 0, 4), NUM_CLASSES)
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=4)))
     assert batch["video"].shape == (4, 3, 8, 32, 32)
     assert batch["motion"].shape == (4,)

@@ -8,8 +8,8 @@ writes the task's data in RLlib's offline column format and charges the run in F
 on the meta device).
 
 Each is registered as a variant (`variant=cql variant.task=walk`) so sweep files treat
-it like any other; those classes live in `orchestrator/baselines.py`, which does not import
-RLlib, so only runs that train a reference import this module.
+it like any other; those classes live in `orchestrator/rl/baseline_variants.py`, which does not
+import RLlib, so only runs that train a reference import this module.
 """
 from __future__ import annotations
 
@@ -23,19 +23,21 @@ import torch
 from ray.rllib.core.learner.training_data import TrainingData
 from torch.utils.flop_counter import FlopCounterMode
 
+from envs.cache import data_root
 from envs.offline import OfflineRLData
-from envs.video import data_root
-from orchestrator.baselines import BASELINES, BC, CQL, IQL, MARWIL, UPDATES_PER_ITERATION, BaselineConfig, RLlibBaseline  # noqa: F401 (re-exported)
 from orchestrator.config import from_plain
+from orchestrator.rl.baseline_variants import UPDATES_PER_ITERATION
+from orchestrator.rl.data import load_rl_data, offline_data_options, write_parquet
+from orchestrator.rl.datasets import cache_key
+from orchestrator.rl.evaluate import EVAL_ENV, make_eval_env, summarize
+from orchestrator.rl.loop import stop
+from orchestrator.runs import RunRecorder, check_finite
 from orchestrator.session import make_session
 
 
 # ---------------------------------------------------------------------------- data
 def task_offline_input(data: OfflineRLData, data_cfg, task: str) -> str:
     """The dataset with `task`'s rewards in RLlib's column format (one-step episodes), written once."""
-    from orchestrator.rl import write_parquet
-    from orchestrator.rl_datasets import cache_key
-
     path = data_root() / "offline_input" / f"{data_cfg.name}-{task}-{cache_key(data, data_cfg, task)}.parquet"
     if path.is_file():
         print(f"offline input: reusing {path} (same data config, files and rows)", file=sys.stderr)
@@ -59,8 +61,6 @@ def algorithm_config(cfg, data: OfflineRLData):
     from ray.rllib.algorithms.marwil import MARWILConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.tune.registry import register_env
-
-    from orchestrator.rl import EVAL_ENV, make_eval_env, offline_data_options
 
     v, task = cfg.variant, str(cfg.variant.task)
     if task not in data.tasks:
@@ -121,9 +121,6 @@ def measured_update(algo) -> float:
 # ---------------------------------------------------------------------------- the loop
 def train_baseline(payload: dict) -> dict:
     """Train one RLlib reference on one task for `budget.steps` updates, then evaluate it."""
-    from orchestrator.rl import RunRecorder, load_rl_data, stop
-    from orchestrator.train import check_finite
-
     entered = time.perf_counter()
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
     session = make_session(payload.get("session", "local"))
@@ -173,8 +170,6 @@ def train_baseline(payload: dict) -> dict:
 
 def evaluate_on_task(algo, task: str) -> dict[str, float]:
     """RLlib's own evaluation (env runners, no exploration) on the task's env: per-episode returns."""
-    from orchestrator.rl import summarize
-
     runners = algo.eval_env_runner_group
     runners.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True)
     episodes = int(algo.config.evaluation_duration)

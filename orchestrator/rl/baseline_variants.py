@@ -1,7 +1,7 @@
 """RLlib's offline algorithms (BC, MARWIL, CQL, IQL) as variants: their configs and names only.
 
 Registering variants and composing configs must not import RLlib (it pulls in dm_control and
-its GL backend, and takes seconds): the training side lives in `orchestrator/rl_baselines.py`,
+its GL backend, and takes seconds): the training side lives in `orchestrator/rl/baselines.py`,
 imported only by runs that train one.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ class RLlibBaseline(Variant):
                  "while they run)", "add budget.steps=<int>")
 
     def build(self, stage, previous=None):
-        raise NotImplementedError(f"{self.name} is trained by RLlib's own {self.algorithm} learner (orchestrator/rl_baselines.py)")
+        raise NotImplementedError(f"{self.name} is trained by RLlib's own {self.algorithm} learner (orchestrator/rl/baselines.py)")
 
     def step(self, modules, batch, stage):
         raise NotImplementedError(f"{self.name} is trained by RLlib's own {self.algorithm} learner")

@@ -3,6 +3,7 @@
 Names follow `exorl_<domain>_<policy>` (e.g. `exorl_walker_rnd`) and `ogbench_<dataset>`
 (e.g. `ogbench_cube_single_play`). Every node also takes `path=` to read a dataset the user
 already has (an ExoRL buffer directory or an OGBench .npz) instead of generating one.
+No RLlib here: the registry imports this module to list datasets.
 """
 from __future__ import annotations
 
@@ -10,23 +11,24 @@ import hashlib
 import json
 import warnings
 import zipfile
+from collections.abc import Callable
 from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from envs import exorl, ogbench
+from envs import dmc_tasks, exorl, ogbench
 from envs.dmc_gym import DMCTaskEnv
 from envs.offline import TRANSITION_KEYS, OfflineRLData, with_future
 from orchestrator.datasets import (
     DataError,
     MissingDatasetError,
-    _generator_config,
-    _root,
     data_node,
+    generator_config,
+    root_path,
 )
-from orchestrator.registry import DatasetEntry
+from orchestrator.entries import DatasetEntry
 from variants.base import DataSpec
 
 FUTURE_DISCOUNT = 0.98  # goals for training z's: next states at a geometric offset (mean 50 steps)
@@ -115,12 +117,33 @@ def rl_spec_from_env(env) -> DataSpec:
 
 
 # ---------------------------------------------------------------------------- ExoRL / dm_control
+def ray_task_map(fn: Callable, items: list) -> list:
+    """`map` as Ray tasks of one CPU each, results in order: the parallel map ExoRL's collector takes.
+
+    Starts (or joins, given RAY_ADDRESS or `jepa data make --address`) Ray only when there is work.
+    """
+    if not items:
+        return []
+    import ray
+
+    from orchestrator.ray_connect import start_ray
+
+    start_ray()
+    remote = ray.remote(num_cpus=1)(_call)
+    return ray.get([remote.remote(fn, item) for item in items])
+
+
+def _call(fn: Callable, item):
+    """What each task runs: Ray decorates plain functions, not the partials the collector maps."""
+    return fn(item)
+
+
 def _exploration(cfg) -> exorl.ExplorationConfig:
-    return _generator_config(exorl.ExplorationConfig, cfg)
+    return generator_config(exorl.ExplorationConfig, cfg)
 
 
 def prepare_exorl(cfg) -> str:
-    return str(user_path(cfg) or exorl.collect(_exploration(cfg), _root(cfg)))
+    return str(user_path(cfg) or exorl.collect(_exploration(cfg), root_path(cfg), map_fn=ray_task_map))
 
 
 def exorl_spec(cfg) -> DataSpec:
@@ -140,10 +163,10 @@ def check_exorl(cfg) -> None:
     path = user_path(cfg)
     if path is None:
         return
-    buffer = exorl._buffer_dir(path)
+    buffer = exorl.buffer_dir(path)
     try:
-        files = exorl._episode_files(buffer)
-        exorl._check_complete(buffer, exorl._read_meta(buffer), files)
+        files = exorl.episode_files(buffer)
+        exorl.check_complete(buffer, exorl.read_meta(buffer), files)
     except (FileNotFoundError, ValueError) as err:
         raise DataError(f"data.path: {err} Fix: point data.path at an ExoRL directory (holding buffer/ or "
                         f"episode_<idx>_<len>.npz files), or drop data.path to make {cfg.name!r} locally") from None
@@ -170,19 +193,19 @@ def check_exorl(cfg) -> None:
 
 @cache
 def _physics_size(domain: str) -> int:
-    return int(exorl.load_environment(domain).physics.get_state().size)
+    return int(dmc_tasks.load_environment(domain).physics.get_state().size)
 
 
 def load_exorl(cfg, split: str) -> OfflineRLData:
     """Transitions (with future states for goal sampling) and per-task rewards from physics."""
     exploration = _exploration(cfg)
-    path = user_path(cfg) or exorl.collect(exploration, _root(cfg))
+    path = user_path(cfg) or exorl.collect(exploration, root_path(cfg), map_fn=ray_task_map)
     flat = exorl.load_exorl(path, domain=cfg.domain)
     transitions = with_future({k: flat[k] for k in ("observation", "action", "next_observation", "episode")},
                               FUTURE_DISCOUNT, exploration.seed)
     return OfflineRLData(
         transitions=transitions,
-        tasks=tuple(exorl.TASKS[cfg.domain]),
+        tasks=tuple(dmc_tasks.TASKS[cfg.domain]),
         task_kind="reward",
         env_maker=DMCTaskEnv,
         env_kwargs={"domain": cfg.domain},
@@ -192,18 +215,18 @@ def load_exorl(cfg, split: str) -> OfflineRLData:
 
 def _relabelled(domain: str, next_physics: np.ndarray, task: str, rows: np.ndarray) -> np.ndarray:
     """The task's reward on arriving in each row's next state, recomputed from physics."""
-    return exorl.relabel({"physics": next_physics[rows]}, domain, task)[:, 0]
+    return dmc_tasks.relabel({"physics": next_physics[rows]}, domain, task)[:, 0]
 
 
 def exorl_entries() -> list[DatasetEntry]:
     entries = []
-    for domain in exorl.DOMAINS:
+    for domain in dmc_tasks.DOMAINS:
         for policy in exorl.POLICIES:
             name = f"exorl_{domain}_{policy}"
             node = data_node(name, exorl.ExplorationConfig, domain=domain, policy=policy, num_episodes=20)
             entries.append(DatasetEntry(
                 name, with_path(node),
-                f"dm_control {domain}: reward-free {policy} exploration in ExoRL's layout; tasks {list(exorl.TASKS[domain])}",
+                f"dm_control {domain}: reward-free {policy} exploration in ExoRL's layout; tasks {list(dmc_tasks.TASKS[domain])}",
                 prepare_exorl, exorl_spec, load_exorl, check_exorl))
     return entries
 
@@ -217,11 +240,11 @@ def with_path(node: type) -> type:
 
 # ---------------------------------------------------------------------------- OGBench
 def _ogbench(cfg) -> ogbench.OGBenchDataConfig:
-    return _generator_config(ogbench.OGBenchDataConfig, cfg)
+    return generator_config(ogbench.OGBenchDataConfig, cfg)
 
 
 def prepare_ogbench(cfg) -> str:
-    return str(user_path(cfg) or ogbench.generate(_ogbench(cfg), _root(cfg)))
+    return str(user_path(cfg) or ogbench.generate(_ogbench(cfg), root_path(cfg)))
 
 
 def ogbench_spec(cfg) -> DataSpec:
@@ -244,7 +267,7 @@ def check_ogbench(cfg) -> None:
     path = user_path(cfg)
     if path is None:
         return
-    path = ogbench._resolve(path)
+    path = ogbench.resolve_dataset(path)
     if not path.is_file():
         raise DataError(f"data.path: {path} is a directory without an OGBench dataset. Fix: point data.path at an "
                         f"OGBench .npz, or at a directory made by `jepa data make {cfg.name}`")
@@ -267,7 +290,7 @@ def check_ogbench(cfg) -> None:
 
 
 def load_ogbench(cfg, split: str) -> OfflineRLData:
-    path = user_path(cfg) or ogbench.generate(_ogbench(cfg), _root(cfg))
+    path = user_path(cfg) or ogbench.generate(_ogbench(cfg), root_path(cfg))
     flat = ogbench.load_ogbench(path)
     transitions = with_future({k: flat[k] for k in ("observation", "action", "next_observation", "episode")},
                               FUTURE_DISCOUNT, int(cfg.seed))

@@ -1,0 +1,10 @@
+"""Built-in report panels, one file each; importing this package registers them.
+
+Their order here is the order they appear in a report.
+"""
+
+from orchestrator.report.panels import zero_shot  # noqa: F401  (registers by import)
+from orchestrator.report.panels import isoflop  # noqa: F401
+from orchestrator.report.panels import teacher_quality  # noqa: F401
+from orchestrator.report.panels import pareto  # noqa: F401
+from orchestrator.report.panels import cost  # noqa: F401
