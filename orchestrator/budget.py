@@ -133,17 +133,18 @@ def selected_stages(variant: Variant, cfg) -> list[str]:
     return [s for s in variant.stages if not wanted or s in wanted]
 
 
-def plan_run(variant_cls: type[Variant], cfg, spec: DataSpec) -> list[StagePlan]:
+def plan_run(variant_cls: type[Variant], cfg, spec: DataSpec, variant: Variant | None = None) -> list[StagePlan]:
     """Plan every stage of a run before it starts (also how budgets are validated).
 
-    Stage shares of the budget are renormalised over the stages that run.
+    Stage shares of the budget are renormalised over the stages that run. Pass the run's `variant`
+    when it is already built (a run builds its variant once); else one is built here.
     """
     world = int(cfg.train.num_workers)
-    if getattr(variant_cls, "external_learner", False):  # RLlib's own algorithms: FLOPs measured as they run
+    if variant_cls.host == "rllib_algorithm":  # RLlib's own algorithms: FLOPs measured as they run
         if cfg.budget.steps is None:
             raise BudgetError(f"variant {variant_cls.name!r} is budgeted in updates. Fix: set budget.steps")
         return [StagePlan("main", math.nan, int(cfg.budget.steps))]
-    variant = variant_cls(cfg, spec)
+    variant = variant if variant is not None else variant_cls(cfg, spec)
     stages = selected_stages(variant, cfg)
     total_share = sum(variant.stage_fraction(s) for s in stages)
     plans, previous = [], None

@@ -24,9 +24,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from orchestrator.entries import UnknownNameError
     from orchestrator.report import ReportError
     from orchestrator.sweep import SweepError
+    from variants.base import ContractError
 
     return (ConfigError, SweepError, BudgetError, UnknownNameError, FileNotFoundError, RayAddressError, RenderingUnavailable,
-            ReportError)
+            ReportError, ContractError)
 
 
 def _init_ray(address: str | None, storage: str) -> None:

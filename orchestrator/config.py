@@ -3,7 +3,7 @@
 `compose_run(["variant=vjepa", "budget.flops=2e12"])` is the one way a run config is made,
 whether from the command line, a sweep file or a Tune trial, so every path validates alike.
 Groups: `variant` (one node per registered variant), `data` (one per dataset), `model`
-(ViT sizes). Errors name the key and the fix.
+(one node per family: ViT sizes vit_tiny..vit_huge, mlp, cnn). Errors name the key and the fix.
 """
 from __future__ import annotations
 
@@ -23,28 +23,108 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from orchestrator import registry
 from orchestrator.entries import ConfigError  # lives in the leaf: dataset errors subclass it
-from variants.nn.vit import VIT_SIZES
+from orchestrator.optim import OPTIMIZERS, SCHEDULES
+from orchestrator.evaluate.registry import evaluations
+from variants.nn.cnn import CNN_NORMS
+from variants.nn.mlp import ACTIVATIONS, NORMS
+from variants.nn.vit import PATCH_DIMS, VIT_SIZES
 
 
 @dataclass
 class ModelConfig:
+    """`model=vit_tiny..vit_huge`: a ViT (variants/nn/vit.py); `patch_dims` 3 = video tubelets,
+    2 = image patches, 1 = sequence chunks of `patch` steps."""
+
     name: str = "vit_tiny"
     dim: int = 192
     depth: int = 12
     heads: int = 3
     patch: int = 8
     tubelet: int = 2
+    patch_dims: int = 3
+    family: str = "vit"  # set by the model= choice; variants declare the families they accept
+
+
+ViTConfig = ModelConfig
+
+
+@dataclass
+class MLPConfig:
+    """`model=mlp`: variants/nn/mlp.py; its input width comes from the data."""
+
+    name: str = "mlp"
+    hidden_dim: int = 256
+    depth: int = 2  # hidden layers; 0 = one linear map
+    out_dim: int = 0  # 0 = hidden_dim
+    activation: str = "gelu"
+    norm: str = "layernorm"  # none | layernorm | batchnorm
+    family: str = "mlp"
+
+
+@dataclass
+class CNNConfig:
+    """`model=cnn`: variants/nn/cnn.py, a 2-D CNN over grids; input channels come from the data."""
+
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # one conv per stage
+    kernel: int = 3
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2])  # one per stage
+    activation: str = "gelu"
+    norm: str = "batchnorm"  # none | batchnorm | groupnorm
+    family: str = "cnn"
+
+
+MODEL_FAMILIES: dict[str, type] = {"vit": ModelConfig, "mlp": MLPConfig, "cnn": CNNConfig}
+
+
+def model_nodes() -> dict[str, tuple[str, Any]]:
+    """`model=` choice -> (family, config node)."""
+    nodes: dict[str, tuple[str, Any]] = {
+        name: ("vit", ModelConfig(name=name, dim=dim, depth=depth, heads=heads)) for name, (dim, depth, heads) in VIT_SIZES.items()
+    }
+    nodes["mlp"] = ("mlp", MLPConfig())
+    nodes["cnn"] = ("cnn", CNNConfig())
+    return nodes
 
 
 @dataclass
 class OptimConfig:
+    """Optimiser and schedule (orchestrator/optim.py), honoured by every host. Keys left null take
+    the variant's `optim_defaults` when the run is composed (AdamW + warm-up/cosine for
+    self-supervised variants, constant-lr Adam for the zero-shot RL agents)."""
+
+    name: str | None = None  # adamw | adam | sgd
     lr: float = 1e-3
-    min_lr_frac: float = 0.01  # cosine floor as a fraction of lr
-    warmup_frac: float = 0.1
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.4  # cosine ramp, as in I-JEPA
-    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str | None = None  # cosine | constant | linear (after the warm-up, down to min_lr_frac·lr)
+    min_lr_frac: float = 0.01  # schedule floor as a fraction of lr
+    warmup_frac: float | None = None  # linear warm-up over this share of a stage's steps
+    weight_decay: float | None = None
+    final_weight_decay: float | None = None  # reached along the schedule (a cosine ramp, as in I-JEPA)
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw / adam
+    momentum: float = 0.0  # sgd only
     grad_clip: float = 0.0  # 0 = off
+
+
+def fill_optim_defaults(cfg: DictConfig) -> None:
+    """Unset `optim.*` keys from the variant's `optim_defaults` (so stored configs say what ran)."""
+    defaults = registry.variant(cfg.variant.name).optim_defaults
+    for key in ("name", "schedule", "warmup_frac", "weight_decay", "final_weight_decay"):
+        if cfg.optim[key] is None:
+            cfg.optim[key] = defaults[key]
+
+
+def _check_optim(cfg: DictConfig, fail) -> None:
+    """Known optimiser and schedule names, and momentum only where it is read."""
+    o = cfg.optim
+    if o.name not in OPTIMIZERS:
+        fail("optim.name", f"is {o.name!r}", f"use one of {', '.join(OPTIMIZERS)}")
+    if o.schedule not in SCHEDULES:
+        fail("optim.schedule", f"is {o.schedule!r}", f"use one of {', '.join(SCHEDULES)}")
+    if not 0.0 <= o.momentum < 1.0:
+        fail("optim.momentum", f"is {o.momentum}", "use a value in [0, 1)")
+    if o.momentum and o.name != "sgd":
+        fail("optim.momentum", f"is {o.momentum} but optim.name is {o.name} (momentum is SGD's)",
+             "set optim.name=sgd, or drop optim.momentum (adam/adamw use optim.betas)")
 
 
 @dataclass
@@ -83,6 +163,8 @@ class EvalConfig:
     episode_length: int = 0  # steps per episode; 0 = the env's own limit (1000 on dm_control)
     tasks: list[str] = field(default_factory=list)  # empty = every task of the dataset
     env_runners: int = 0  # remote evaluation env runners; 0 = in the trainer's process
+    kinds: list[str] = field(default_factory=list)  # evaluations to run (orchestrator/evaluate/); empty = chosen from the data
+    baselines: bool = True  # also score probes on a random-init encoder and on raw inputs (cached once per config)
 
 
 @dataclass
@@ -90,7 +172,7 @@ class RunConfig:
     defaults: list[Any] = field(default_factory=lambda: [{"variant": "vjepa"}, {"data": "moving_shapes"}, {"model": "vit_tiny"}, "_self_"])
     variant: Any = MISSING
     data: Any = MISSING
-    model: ModelConfig = MISSING
+    model: Any = MISSING  # one node per family: ModelConfig (ViT), MLPConfig, CNNConfig
     optim: OptimConfig = field(default_factory=OptimConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -107,8 +189,8 @@ GROUPS = ("variant", "data", "model")
 def _register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run", node=RunConfig)
-    for name, (dim, depth, heads) in VIT_SIZES.items():
-        cs.store(group="model", name=name, node=ModelConfig(name=name, dim=dim, depth=depth, heads=heads))
+    for name, (_, node) in model_nodes().items():
+        cs.store(group="model", name=name, node=node)
     for name, cls in registry.variants().items():
         cs.store(group="variant", name=name, node=with_name(cls.Config, name))
     for name, entry in registry.datasets().items():
@@ -140,6 +222,7 @@ def compose_run(overrides: list[str] | tuple[str, ...] = (), source: str = "comm
     except (ConfigCompositionException, HydraException) as err:
         raise ConfigError(_explain_hydra_error(err, source, overrides)) from None
     absolute_paths(cfg)
+    fill_optim_defaults(cfg)
     validate_run(cfg, source)
     return cfg
 
@@ -225,6 +308,7 @@ def validate_run(cfg: DictConfig, source: str = "command line") -> None:
 
     _check_complete(cfg, fail)
     _check_numbers(cfg, fail)
+    _check_optim(cfg, fail)
     b = cfg.budget
     if b.flops is None and b.steps is None:
         fail("budget", "sets neither flops nor steps", "add budget.flops=<number> or budget.steps=<int>")
@@ -245,15 +329,71 @@ def validate_run(cfg: DictConfig, source: str = "command line") -> None:
         fail("train.inline", f"is {cfg.train.inline!r}", "use auto, always or never")
     if cfg.eval.probe not in ("attentive", "linear"):
         fail("eval.probe", f"is {cfg.eval.probe!r}", "use attentive or linear")
-    m = cfg.model
+    known = evaluations()
+    for kind in cfg.eval.kinds:
+        if kind not in known:
+            fail("eval.kinds", f"names {kind!r}, no known evaluation", f"use some of {', '.join(sorted(known))}, or [] to choose from the data")
+    _check_model(cfg, fail)
+    registry.variant(cfg.variant.name).validate_config(cfg, fail)
+
+
+def _check_model(cfg: DictConfig, fail) -> None:
+    """The model's family is one the variant accepts, and its keys fit the family and the data."""
+    m, variant = cfg.model, cfg.variant.name
+    family = m.family
+    node_type = OmegaConf.get_type(m)
+    expected = next((f for f, kind in MODEL_FAMILIES.items() if kind is node_type), family)
+    if family != expected:
+        fail("model.family", f"is {family!r} on a {expected} node", f"drop that override: the family follows the model= choice ({', '.join(model_nodes())})")
+    accepted = registry.variant(variant).model_families
+    if family not in accepted:
+        choices = [name for name, (f, _) in model_nodes().items() if f in accepted]
+        fail("model", f"is {m.name!r} ({family} family), which variant {variant!r} does not accept (it takes {', '.join(accepted)})",
+             f"pick model= one of {', '.join(choices)}")
+    {"vit": _check_vit, "mlp": _check_mlp, "cnn": _check_cnn}[family](m, cfg.data, fail)
+
+
+def _check_positive(m, keys: tuple[str, ...], fail, low: int = 1) -> None:
+    for key in keys:
+        if m[key] < low:
+            fail(f"model.{key}", f"is {m[key]}", f"use an integer >= {low}")
+
+
+def _check_vit(m, data, fail) -> None:
+    _check_positive(m, ("dim", "depth", "heads", "patch", "tubelet"), fail)
+    if m.patch_dims not in PATCH_DIMS:
+        fail("model.patch_dims", f"is {m.patch_dims}", "use 3 (video tubelets), 2 (image patches) or 1 (sequence chunks)")
     if m.dim % m.heads:
         fail("model.heads", f"({m.heads}) does not divide model.dim ({m.dim})", "pick heads that divide dim")
-    frames, size = cfg.data.get("frames"), cfg.data.get("size")
-    if frames is not None and frames % m.tubelet:
+    frames, size = data.get("frames"), data.get("size")
+    if m.patch_dims == 3 and frames is not None and frames % m.tubelet:
         fail("model.tubelet", f"({m.tubelet}) does not divide data.frames ({frames})", "change one of them")
-    if size is not None and size % m.patch:
+    if m.patch_dims >= 2 and size is not None and size % m.patch:
         fail("model.patch", f"({m.patch}) does not divide data.size ({size})", "change one of them")
-    registry.variant(cfg.variant.name).validate_config(cfg, fail)
+    length = data.get("length")
+    if m.patch_dims == 1 and length is not None and length % m.patch:
+        fail("model.patch", f"({m.patch}) does not divide data.length ({length})", "change one of them")
+
+
+def _check_mlp(m, data, fail) -> None:
+    _check_positive(m, ("hidden_dim",), fail)
+    _check_positive(m, ("depth", "out_dim"), fail, low=0)
+    if m.activation not in ACTIVATIONS:
+        fail("model.activation", f"is {m.activation!r}", f"use one of {', '.join(ACTIVATIONS)}")
+    if m.norm not in NORMS:
+        fail("model.norm", f"is {m.norm!r}", f"use one of {', '.join(NORMS)}")
+
+
+def _check_cnn(m, data, fail) -> None:
+    _check_positive(m, ("kernel",), fail)
+    if not m.channels or min(m.channels) < 1:
+        fail("model.channels", f"is {list(m.channels)}", "list one positive channel count per stage, e.g. [32,64]")
+    if len(m.strides) != len(m.channels) or min(m.strides) < 1:
+        fail("model.strides", f"is {list(m.strides)} for {len(m.channels)} stages", "give one positive stride per entry of model.channels")
+    if m.activation not in ACTIVATIONS:
+        fail("model.activation", f"is {m.activation!r}", f"use one of {', '.join(ACTIVATIONS)}")
+    if m.norm not in CNN_NORMS:
+        fail("model.norm", f"is {m.norm!r}", f"use one of {', '.join(CNN_NORMS)}")
 
 
 def _check_complete(cfg: DictConfig, fail) -> None:

@@ -15,7 +15,7 @@ from orchestrator.datasets import video_datasets
 from orchestrator.entries import DatasetEntry, UnknownNameError
 from orchestrator.rl.baseline_variants import BASELINES  # RLlib-free: listing variants must not import RLlib
 from orchestrator.rl.datasets import exorl_entries, ogbench_entries
-from variants.base import Variant
+from variants.base import Variant, check_contract
 from variants.fb import FB
 from variants.salt import SALT
 from variants.td_jepa import TDJEPA
@@ -28,6 +28,8 @@ def variants() -> dict[str, type[Variant]]:
     for ep in entry_points(group="jepa_orchestrator.variants"):
         cls = ep.load()
         found[cls.name] = cls
+    for cls in found.values():  # a declared host and every member it calls, before any run
+        check_contract(cls)
     return found
 
 

@@ -9,16 +9,19 @@ Layout under the root::
     <root>/<sweep>/sweep.yaml
     <root>/<sweep>/runs/<run_id>-<time_ns>-<uuid8>.parquet      run events
     <root>/<sweep>/metrics/<run_id>-<time_ns>-<uuid8>.parquet   metric rows
+    <root>/<sweep>/artifacts/<run_id>-<time_ns>-<uuid8>.npz     logged arrays: one step's tensors each
+    <root>/<sweep>/stages/<run_id>/<stage>.pt                    stage files (a SALT teacher) later runs reuse
 
 A trial resumed or retried from its last checkpoint logs again the steps between
 that checkpoint and the interruption, so readers keep one row per (run_id, step,
-metric): the one from the newest file. A file that cannot be read (torn by a crash,
+metric): the one from the newest file (and one array per (run_id, step, name)). A file that cannot be read (torn by a crash,
 a full disk) is skipped with a DamagedFileWarning naming it; `check` lists them all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import posixpath
@@ -28,9 +31,11 @@ import threading
 import time
 import uuid
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -71,6 +76,20 @@ METRIC_SCHEMA = pa.schema(
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
 _FILENAME_COLUMN = "__filename"
 _WRITTEN_NS = re.compile(r"-(\d+)-[0-9a-f]{8}\.parquet$")
+_ARRAY_WRITTEN_NS = re.compile(r"-(\d+)-[0-9a-f]{8}\.npz$")
+# Reserved members of an artifact .npz: who logged it and at which step (array names never start with "__").
+_STEP_KEY, _RUN_KEY = "__step__", "__run_id__"
+ARTIFACT_INDEX_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("step", pa.int64()),
+        ("name", pa.string()),
+        ("shape", pa.list_(pa.int64())),
+        ("dtype", pa.string()),
+        ("file", pa.string()),
+    ]
+)
+_ARRAY_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 METRIC_KEY = ("run_id", "step", "metric")
 GIT_SHA_ENV = "JEPA_GIT_SHA"
 GIT_SHA_FILE = "GIT_SHA"
@@ -150,9 +169,28 @@ def _safe_filename_part(text: str) -> str:
     return "_" + safe[1:] if safe.startswith(".") else safe
 
 
-def _unique_file_name(run_id: str) -> str:
+def _unique_file_name(run_id: str, suffix: str = ".parquet") -> str:
     """Name that no other writer on any node can produce."""
-    return f"{_safe_filename_part(run_id)}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    return f"{_safe_filename_part(run_id)}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def _artifact_arrays(arrays: dict) -> dict[str, np.ndarray]:
+    """Names checked (not reserved, not empty), values made numpy arrays (no pickled objects)."""
+    out = {}
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not name or name.startswith("__"):
+            raise ValueError(f"artifact name {name!r}: use a non-empty string not starting with '__'")
+        array = np.asarray(value)
+        if array.dtype == object:
+            raise ValueError(f"artifact {name!r} is not a numeric array (dtype object)")
+        out[name] = array
+    return out
+
+
+def _npz_bytes(run_id: str, step: int, arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{_STEP_KEY: np.int64(step), _RUN_KEY: np.str_(run_id)}, **arrays)
+    return buffer.getvalue()
 
 
 def _resolve_sweep(sweep: str | None) -> str:
@@ -350,21 +388,38 @@ class ResultsStore:
         text = yaml.safe_dump(spec, sort_keys=False).encode()
         self._write_atomically(self._path(sweep_name), "sweep.yaml", lambda stream: stream.write(text))
 
-    def save_artifact(self, sweep: str, run_id: str, name: str, data: bytes) -> str:
-        """Keep a file a later run can reuse (e.g. a trained SALT teacher); returns its path/URI."""
+    def append_artifacts(self, run_id: str, sweep: str, step: int, arrays: dict) -> str | None:
+        """Keep one step's logged arrays (weight snapshots, per-feature curves) as one new .npz.
+
+        `arrays` maps a name to anything `np.asarray` takes. Returns the file's path/URI (None if empty).
+        """
+        if not arrays:
+            return None
+        data = _npz_bytes(run_id, int(step), _artifact_arrays(arrays))
+        directory = self._path(_resolve_sweep(sweep), "artifacts")
+        name = _unique_file_name(run_id, ".npz")
+        self._write_atomically(directory, name, lambda stream: stream.write(data))
+        return self.artifact_location(f"{directory}/{name}")
+
+    def save_stage_file(self, sweep: str, run_id: str, name: str, data: bytes) -> str:
+        """Keep a stage file a later run can reuse (e.g. a trained SALT teacher); returns its path/URI."""
         directory = self._path(_resolve_sweep(sweep), "stages", _safe_filename_part(run_id))
         self._write_atomically(directory, name, lambda stream: stream.write(data))
         return self.artifact_location(f"{directory}/{name}")
 
+    save_artifact = save_stage_file  # the older name of save_stage_file (stage files, not logged arrays)
+
     def artifact_location(self, path: str) -> str:
         return path if self.is_local else f"{self._display_root}/{path[len(self.root):].lstrip('/')}"
 
-    def artifacts(self, sweep: str, name: str) -> list[str]:
-        """Every run's artifact called `name` in a sweep, oldest run first."""
+    def stage_files(self, sweep: str, name: str) -> list[str]:
+        """Every run's stage file called `name` (e.g. "teacher.pt") in a sweep, oldest run first."""
         base = self._path(_resolve_sweep(sweep), "stages")
         selector = pafs.FileSelector(base, allow_not_found=True, recursive=True)
         found = [info for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File and info.base_name == name]
         return [self.artifact_location(info.path) for info in sorted(found, key=lambda i: (i.mtime_ns or 0, i.path))]
+
+    artifacts = stage_files  # the older name of stage_files (stage files, not logged arrays)
 
     # ---- reads -------------------------------------------------------------
 
@@ -401,8 +456,8 @@ class ResultsStore:
             return None
         return spec or {}
 
-    def _data_files(self, kind: str, sweep: str | None, run_id: str | None = None) -> list[str]:
-        """Visible parquet files of one kind; a run id narrows by file-name prefix."""
+    def _data_files(self, kind: str, sweep: str | None, run_id: str | None = None, suffix: str = ".parquet") -> list[str]:
+        """Visible data files of one kind; a run id narrows by file-name prefix."""
         sweep_names = [_resolve_sweep(sweep)] if sweep is not None else self.sweeps()
         prefix = f"{_safe_filename_part(run_id)}-" if run_id is not None else ""
         files: list[str] = []
@@ -412,7 +467,7 @@ class ResultsStore:
                 base = info.base_name
                 if (
                     info.type == pafs.FileType.File
-                    and base.endswith(".parquet")
+                    and base.endswith(suffix)
                     and not base.startswith((".", "_"))
                     and base.startswith(prefix)
                 ):
@@ -467,6 +522,10 @@ class ResultsStore:
             if files:
                 results = self._read_each(files, schema, None, schema.names)
                 damaged += [(self.artifact_location(p), e) for p, _, e in results if e is not None]
+        for path in self._data_files("artifacts", sweep, suffix=".npz"):
+            _, error = self._read_npz(path)
+            if error is not None:
+                damaged.append((self.artifact_location(path), error))
         spec_error = self._sweep_spec_error(sweep)
         if spec_error is not None:
             damaged.append(spec_error)
@@ -494,3 +553,61 @@ class ResultsStore:
         files = self._data_files("metrics", sweep, run_id)
         rows = pl.from_arrow(self._read(files, METRIC_SCHEMA, row_filter, with_filename=True))
         return _newest_metric_rows(rows).sort(["run_id", "step"], maintain_order=True)
+
+    # ---- logged arrays -----------------------------------------------------
+
+    def _read_npz(self, path: str) -> tuple[dict[str, np.ndarray] | None, str | None]:
+        """(arrays, None) for a sound artifact file, (None, error) for a torn or foreign one."""
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                data = stream.read()
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            int(arrays[_STEP_KEY]), str(arrays[_RUN_KEY])
+        except _ARRAY_READ_ERRORS as err:
+            return None, f"{type(err).__name__}: {err}"
+        return arrays, None
+
+    def _artifact_files(self, sweep: str, run_id: str | None) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        """(path, arrays) of each readable artifact file, oldest written first; damaged ones warned about."""
+        files = self._data_files("artifacts", sweep, run_id, suffix=".npz")
+
+        def written(path: str) -> tuple[int, str]:
+            found = _ARRAY_WRITTEN_NS.search(path)
+            return (int(found.group(1)) if found else -1, path)
+
+        for path in sorted(files, key=written):
+            arrays, error = self._read_npz(path)
+            if error is not None:
+                _warn_damaged(self.artifact_location(path), error)
+            elif run_id is None or str(arrays[_RUN_KEY]) == run_id:
+                yield path, arrays
+
+    def artifact_index(self, sweep: str, run_id: str | None = None) -> pl.DataFrame:
+        """One row per logged array (run_id, step, name, shape, dtype, file), every file's, oldest first."""
+        rows = []
+        for path, arrays in self._artifact_files(sweep, run_id):
+            run, step = str(arrays.pop(_RUN_KEY)), int(arrays.pop(_STEP_KEY))
+            for name, array in arrays.items():
+                rows.append({"run_id": run, "step": step, "name": name, "shape": list(array.shape),
+                             "dtype": str(array.dtype), "file": self.artifact_location(path)})
+        return pl.from_arrow(pa.Table.from_pylist(rows, schema=ARTIFACT_INDEX_SCHEMA))
+
+    def artifact_arrays(self, sweep: str, run_id: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, arrays stacked on a new first axis) of one run's logged array `name`, in step order.
+
+        A step logged again (a resumed or retried trial) keeps the array from the newest file, as metrics() does.
+        Empty arrays when the run logged none.
+        """
+        by_step: dict[int, np.ndarray] = {}
+        for _, arrays in self._artifact_files(sweep, run_id):
+            if name in arrays:
+                by_step[int(arrays[_STEP_KEY])] = arrays[name]  # files come oldest first: newest wins
+        steps = sorted(by_step)
+        if not steps:
+            return np.empty(0, dtype=np.int64), np.empty((0,))
+        shapes = {by_step[s].shape for s in steps}
+        if len(shapes) > 1:
+            raise ValueError(f"artifact {name!r} of run {run_id!r} changes shape across steps ({sorted(shapes)}); "
+                             "read each step from artifact_index() instead")
+        return np.asarray(steps, dtype=np.int64), np.stack([by_step[s] for s in steps])

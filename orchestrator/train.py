@@ -10,15 +10,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 
 from orchestrator import registry
 from orchestrator.budget import (
@@ -29,30 +29,15 @@ from orchestrator.budget import (
     traced_step_flops,
 )
 from orchestrator.config import from_plain, to_plain
+from orchestrator.evaluate.run import evaluation_data, run_evaluations
 from orchestrator.metrics import DashboardGauges
+from orchestrator.optim import make_optimizer, set_schedules
 from orchestrator.results import ResultsStore
 from orchestrator.runs import check_finite, metric_rows, ray_storage_path, reached_final_step, short_error, stage_prefixed
 from orchestrator.session import checkpoint_dir, make_session
-from variants.nn.probes import fit_probe
+from variants.base import Variant
 
 CHECKPOINT_FILE = "state.pt"
-
-
-# ---------------------------------------------------------------------------- schedules
-def lr_at(cfg, step: int, total: int) -> float:
-    """Linear warm-up then cosine to min_lr_frac·lr."""
-    o = cfg.optim
-    warmup = max(1, int(o.warmup_frac * total))
-    if step < warmup:
-        return o.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    floor = o.lr * o.min_lr_frac
-    return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def weight_decay_at(cfg, step: int, total: int) -> float:
-    o = cfg.optim
-    return o.final_weight_decay + (o.weight_decay - o.final_weight_decay) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
 # ---------------------------------------------------------------------------- pieces
@@ -121,60 +106,6 @@ def wrap_for_training(modules: nn.ModuleDict, trainable: list[str], cfg, device:
     return wrapped
 
 
-def make_optimizer(variant, modules: nn.ModuleDict, stage: str, cfg) -> torch.optim.Optimizer:
-    """AdamW over the variant's groups; a group's `lr_scale` multiplies the scheduled lr."""
-    groups = [dict(g) for g in variant.param_groups(modules, stage) if g["params"]]
-    for group in groups:
-        group.setdefault("lr_scale", 1.0)
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
-
-
-def set_schedules(optimizer: torch.optim.Optimizer, cfg, step: int, total: int) -> float:
-    lr, wd = lr_at(cfg, step, total), weight_decay_at(cfg, step, total)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_scale"]
-        if not group.get("no_weight_decay"):
-            group["weight_decay"] = wd
-    return lr
-
-
-@torch.no_grad()
-def probe_accuracy(variant, modules: nn.ModuleDict, cfg, device: torch.device, datasets: dict) -> dict[str, float]:
-    """Frozen features -> attentive (or linear) probe per label; accuracies on the val split."""
-    spec = variant.data_spec
-    if not spec.num_classes:  # nothing to probe (e.g. reward-free RL data): evaluated elsewhere
-        return {}
-    for m in modules.values():
-        m.eval()
-    feats, labels = {}, {}
-    for split, dataset in datasets.items():
-        loader = DataLoader(dataset, batch_size=64, shuffle=False)
-        chunks, ys = [], {k: [] for k in spec.num_classes}
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_dtype(cfg, device) is not None):
-                chunks.append(variant.features(modules, batch).float())
-            for k in ys:
-                ys[k].append(batch[k])
-        feats[split], labels[split] = torch.cat(chunks), {k: torch.cat(v) for k, v in ys.items()}
-    for m in modules.values():
-        m.train()
-    with torch.enable_grad():
-        acc = fit_probe(feats["train"], labels["train"], feats["val"], labels["val"], spec.num_classes,
-                        kind=cfg.eval.probe, epochs=cfg.eval.epochs, lr=cfg.eval.lr, seed=cfg.seed)
-    out = {f"probe_acc_{k}": v for k, v in acc.items()}
-    out["probe_acc"] = sum(acc.values()) / len(acc)
-    return out
-
-
-def probe_datasets(entry, cfg) -> dict:
-    sets = {}
-    for split, n in (("train", cfg.eval.train_clips), ("val", cfg.eval.val_clips)):
-        ds = entry.load(cfg.data, split)
-        sets[split] = Subset(ds, range(min(n, len(ds))))
-    return sets
-
-
 def agreed(flag: bool, distributed: bool, device: torch.device) -> bool:
     """Rank 0's decision, shared: every worker must call report the same number of times."""
     if not distributed:
@@ -184,9 +115,12 @@ def agreed(flag: bool, distributed: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+ARTIFACTS_KEY = "artifacts"  # a step's (or evaluation's) tensors to keep, beside its scalars: {"W": tensor}
+
+
 def mean_over_workers(scalars: dict[str, torch.Tensor], distributed: bool) -> dict[str, float]:
-    """Logged scalars averaged over data-parallel workers (one all-reduce)."""
-    names = list(scalars)
+    """Logged scalars averaged over data-parallel workers (one all-reduce); `artifacts` is not a scalar."""
+    names = [k for k in scalars if k != ARTIFACTS_KEY]
     values = torch.stack([scalars[k].detach().float() for k in names])
     if distributed:
         dist.all_reduce(values)
@@ -220,8 +154,12 @@ def load_state(session) -> dict | None:
 
 
 # ---------------------------------------------------------------------------- the loop
-def train_loop(payload: dict) -> dict:
-    """Run every stage of one run on this worker; returns the last reported metrics."""
+def train_loop(payload: dict, variant: Variant | None = None) -> dict:
+    """Run every stage of one run on this worker; returns the last reported metrics.
+
+    `variant`: the run's instance when the caller built it in this process (inline runs); Ray Train
+    workers build their own.
+    """
     entered = time.perf_counter()
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
     reuse_step_flops(payload.get("step_flops", ()))  # traced by the driver when it validated the run
@@ -236,10 +174,10 @@ def train_loop(payload: dict) -> dict:
     entry = registry.dataset(cfg.data.name)
     spec = entry.spec(cfg.data)
     variant_cls = registry.variant(cfg.variant.name)
-    variant = variant_cls(cfg, spec)
+    variant = variant if variant is not None else variant_cls(cfg, spec)
     variant.reseed(mask_seed(cfg, session.world_rank, 0))
-    plans = plan_run(variant_cls, cfg, spec)
-    evaluation = probe_datasets(entry, cfg) if rank0 else None
+    plans = plan_run(variant_cls, cfg, spec, variant)
+    evaluation = evaluation_data(entry, cfg) if rank0 else None
 
     store = ResultsStore(cfg.storage) if rank0 else None
     gauges = DashboardGauges(cfg.sweep, session.trial_name, cfg.variant.name) if rank0 else None
@@ -307,7 +245,7 @@ def train_loop(payload: dict) -> dict:
                 metrics["mfu"] = per_worker_flops * window_steps / max(elapsed, 1e-9) / peak
             if eval_now and rank0:
                 eval_start = time.perf_counter()
-                metrics.update(probe_accuracy(variant, modules, cfg, device, evaluation))
+                metrics.update(run_evaluations(variant, modules, cfg, device, evaluation, stage, previous, amp=amp_dtype is not None))
                 timing["eval_s"] += time.perf_counter() - eval_start
             metrics.update(timing)
             if eval_now and distributed:
@@ -319,6 +257,7 @@ def train_loop(payload: dict) -> dict:
                 metrics = stage_prefixed(metrics, stage)
             if rank0:
                 rows.extend(metric_rows(metrics))
+                keep_artifacts(store, cfg, run_id, stage if not is_last_stage else None, step + 1, out)
             # Ray's report waits for its controller, so it is rate-limited; the store gets every row.
             report_now = ckpt_now or eval_now or agreed(time.perf_counter() - last_report >= cfg.train.report_interval_s, distributed, device)
             if report_now:
@@ -349,7 +288,24 @@ def export_stage(store: ResultsStore, cfg, run_id: str, stage: str, modules: nn.
     torch.save({"modules": {k: v.detach().cpu() for k, v in modules.state_dict().items()}, "config": to_plain(cfg),
                 "stage": stage, "run_id": run_id, "flops": flops,
                 "metrics": {k.removeprefix(f"{stage}/"): v for k, v in metrics.items() if isinstance(v, (int, float))}}, buffer)
-    return store.save_artifact(cfg.sweep, run_id, f"{stage}.pt", buffer.getvalue())
+    return store.save_stage_file(cfg.sweep, run_id, f"{stage}.pt", buffer.getvalue())
+
+
+def keep_artifacts(store: ResultsStore, cfg, run_id: str, stage_prefix: str | None, step: int, out: dict) -> None:
+    """Rank 0's copy of the tensors a step returned under `artifacts`, as numpy, into the results store.
+
+    Earlier stages' names get their stage as prefix (`teacher/W`), as their metrics do.
+    """
+    tensors = out.get(ARTIFACTS_KEY) or {}
+    arrays = {f"{stage_prefix}/{k}" if stage_prefix else k: _to_numpy(v) for k, v in tensors.items()}
+    store.append_artifacts(run_id, cfg.sweep, step, arrays)
+
+
+def _to_numpy(value):
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach().cpu()
+    return (value.float() if value.dtype in (torch.bfloat16, torch.float16) else value).numpy()
 
 
 # ---------------------------------------------------------------------------- launching
@@ -385,7 +341,10 @@ def make_trainer(cfg, run_id: str, in_tune: bool):
 
 
 def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
-    """Run one config to completion, recording running -> finished | failed in the results store."""
+    """Run one composed config to completion, recording running -> finished | failed in the results store.
+
+    The variant is built here once and handed to the loop of its host (see `host_runner`).
+    """
     store = ResultsStore(cfg.storage)
     plain = to_plain(cfg)
     entry = registry.dataset(cfg.data.name)
@@ -394,18 +353,8 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
     started = time.time()
     store.record_run(run_id, status="running", started_at=started, **record)
     try:
-        if is_rl(entry, cfg):  # RLlib hosts the learner (orchestrator/rl/); imported here only: RLlib is heavy
-            from orchestrator.rl.baselines import train_baseline
-            from orchestrator.rl.loop import train_zero_shot
-
-            if not in_tune:
-                entry.prepare(cfg.data)  # collect/generate on the driver, with Ray tasks, before training
-            train_rl = train_baseline if getattr(variant, "external_learner", False) else train_zero_shot
-            result = train_rl({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
-        elif use_inline(cfg, in_tune):
-            result = train_loop({"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"})
-        else:
-            result = make_trainer(cfg, run_id, in_tune).fit().metrics or {}
+        run = host_runner(type(variant))
+        result = run(cfg, {"config": plain, "run_id": run_id, "session": "tune" if in_tune else "local"}, variant, in_tune)
     except Exception as err:
         store.record_run(run_id, status="failed", error=short_error(err), started_at=started, **record)
         raise
@@ -417,8 +366,48 @@ def launch(cfg, run_id: str, in_tune: bool = False) -> dict:
     return result
 
 
-def is_rl(entry, cfg) -> bool:
-    return entry.spec(cfg.data).kind == "rl"
+# ---------------------------------------------------------------------------- hosts
+# A host runner: (composed cfg, the loop's payload, the run's variant, in_tune) -> last metrics.
+HostRunner = Callable[..., dict]
+
+
+def run_ssl(cfg, payload: dict, variant: Variant, in_tune: bool) -> dict:
+    """The self-supervised loop: inline for one worker in a trial, else a Ray Train worker group."""
+    if use_inline(cfg, in_tune):
+        return train_loop(payload, variant)
+    return make_trainer(cfg, payload["run_id"], in_tune).fit().metrics or {}
+
+
+def run_rl_zero_shot(cfg, payload: dict, variant: Variant, in_tune: bool) -> dict:
+    """RLlib's learners on offline data, zero-shot evaluation (orchestrator/rl/loop.py)."""
+    from orchestrator.rl.loop import train_zero_shot  # RLlib is heavy: imported only where RL runs
+
+    if not in_tune:
+        registry.dataset(cfg.data.name).prepare(cfg.data)  # collect/generate on the driver, with Ray tasks
+    return train_zero_shot(payload, variant)
+
+
+def run_rllib_algorithm(cfg, payload: dict, variant: Variant, in_tune: bool) -> dict:
+    """One of RLlib's own offline algorithms (orchestrator/rl/baselines.py)."""
+    from orchestrator.rl.baselines import train_baseline
+
+    if not in_tune:
+        registry.dataset(cfg.data.name).prepare(cfg.data)
+    return train_baseline(payload)
+
+
+def run_imitation(cfg, payload: dict, variant: Variant, in_tune: bool) -> dict:
+    raise NotImplementedError(f"variant {cfg.variant.name!r} has host 'imitation', whose loop (supervised training "
+                              "on demos, then rollouts through RLlib env runners) arrives with issue 19 (ACT-JEPA)")
+
+
+HOST_RUNNERS: dict[str, HostRunner] = {"ssl": run_ssl, "rl_zero_shot": run_rl_zero_shot,
+                                       "imitation": run_imitation, "rllib_algorithm": run_rllib_algorithm}
+
+
+def host_runner(variant_cls: type[Variant]) -> HostRunner:
+    """THE map from a variant's declared host to the loop that trains it."""
+    return HOST_RUNNERS[variant_cls.host]
 
 
 def describe_plan(cfg) -> str:

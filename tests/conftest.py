@@ -67,6 +67,6 @@ def ray_session(data_root, metrics_port):
 
     if ray.is_initialized():  # a test that needed its own Ray (a cluster, a fresh init) left one behind
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False)
     yield ray
     ray.shutdown()

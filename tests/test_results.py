@@ -274,3 +274,97 @@ def test_final_table_flattens_config_and_takes_last_values(tmp_path):
     assert r1["status"] == "finished"
     r2 = table.filter(pl.col("run_id") == "r2").row(0, named=True)
     assert r2["flops_total"] is None and r2["variant.name"] == "ijepa"
+
+
+# ---- logged arrays (artifacts) -------------------------------------------------------------------
+
+
+def test_artifacts_round_trip_in_step_order(tmp_path):
+    store = ResultsStore(tmp_path)
+    for step in (4, 2, 6):  # appended out of order: read back in step order
+        store.append_artifacts("r1", "s1", step, {"W": np.full((2, 3), step, np.float32), "curve": np.arange(step)})
+    store.append_artifacts("r2", "s1", 2, {"W": np.zeros((2, 3), np.float32)})
+    steps, stacked = store.artifact_arrays("s1", "r1", "W")
+    assert steps.tolist() == [2, 4, 6]
+    assert stacked.shape == (3, 2, 3) and stacked.dtype == np.float32
+    assert stacked[:, 0, 0].tolist() == [2.0, 4.0, 6.0]
+    index = store.artifact_index("s1", "r1")
+    assert sorted(zip(index["step"], index["name"])) == [(2, "W"), (2, "curve"), (4, "W"), (4, "curve"), (6, "W"), (6, "curve")]
+    assert index.filter(name="curve", step=4)["shape"].to_list() == [[4]]
+    assert all(name.endswith(".npz") and "/s1/artifacts/r1-" in name for name in index["file"])
+    assert store.artifact_arrays("s1", "r1", "nothing")[0].size == 0
+    with pytest.raises(ValueError, match="changes shape"):
+        store.artifact_arrays("s1", "r1", "curve")
+    with pytest.raises(ValueError, match="not starting with '__'"):
+        store.append_artifacts("r1", "s1", 8, {"__step__": np.zeros(1)})
+
+
+def test_artifacts_of_a_re_logged_step_come_from_the_newest_file(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append_artifacts("r1", "s1", 2, {"W": np.array([1.0])})
+    store.append_artifacts("r1", "s1", 4, {"W": np.array([2.0])})
+    store.append_artifacts("r1", "s1", 4, {"W": np.array([3.0])})  # a resumed trial logs step 4 again
+    steps, stacked = store.artifact_arrays("s1", "r1", "W")
+    assert steps.tolist() == [2, 4] and stacked[:, 0].tolist() == [1.0, 3.0]
+
+
+def test_a_torn_artifact_file_is_skipped_with_a_warning(tmp_path):
+    from orchestrator.results import DamagedFileWarning
+
+    store = ResultsStore(tmp_path)
+    store.append_artifacts("r1", "s1", 2, {"W": np.ones(4)})
+    torn = store.append_artifacts("r1", "s1", 4, {"W": np.ones(4)})
+    data = pathlib.Path(torn).read_bytes()
+    pathlib.Path(torn).write_bytes(data[: len(data) // 2])
+    with pytest.warns(DamagedFileWarning, match=os.path.basename(torn)):
+        steps, _ = store.artifact_arrays("s1", "r1", "W")
+    assert steps.tolist() == [2]
+    assert [path for path, _ in store.check("s1")] == [torn]
+
+
+def test_stage_files_and_logged_arrays_are_kept_apart(tmp_path):
+    store = ResultsStore(tmp_path)
+    path = store.save_stage_file("s1", "r1", "teacher.pt", b"weights")
+    store.append_artifacts("r1", "s1", 2, {"W": np.ones(1)})
+    assert store.stage_files("s1", "teacher.pt") == [path] == store.artifacts("s1", "teacher.pt")
+    assert store.artifact_index("s1")["name"].to_list() == ["W"]
+
+
+def test_a_variant_step_s_artifacts_reach_the_store(ray_session, tmp_path, data_root):
+    """End to end: a throwaway variant returns a weight snapshot under `artifacts`; rank 0 keeps it per log step."""
+    from dataclasses import dataclass
+
+    from orchestrator import registry
+    from orchestrator.config import compose_run
+    from orchestrator.train import launch
+    from tests.conftest import tiny_overrides
+    from variants.vjepa import VJEPA, VJEPAConfig
+
+    @dataclass
+    class SnapshotConfig(VJEPAConfig):
+        name: str = "vjepa_snapshots"
+
+    class SnapshotVJEPA(VJEPA):
+        name = "vjepa_snapshots"
+        Config = SnapshotConfig
+
+        def step(self, modules, batch, stage):
+            out = super().step(modules, batch, stage)
+            encoder = modules["encoder"]
+            weight = getattr(encoder, "module", encoder).patch_embed.weight
+            out["artifacts"] = {"W": weight[:2, 0, 0, 0, :2].detach().clone()}
+            return out
+
+    registry.variants()[SnapshotVJEPA.name] = SnapshotVJEPA
+    try:
+        cfg = compose_run(tiny_overrides(tmp_path, data_root)
+                          + ["variant=vjepa_snapshots", "budget.steps=4", "sweep=snap", "train.inline=always"])
+        launch(cfg, "snap-run")
+    finally:
+        del registry.variants()[SnapshotVJEPA.name]
+    store = ResultsStore(tmp_path)
+    steps, stacked = store.artifact_arrays("snap", "snap-run", "W")
+    logged = store.metrics("snap", "snap-run").filter(metric="loss")["step"].to_list()
+    assert steps.tolist() == sorted(logged) == [2, 4]
+    assert stacked.shape == (2, 2, 2) and np.isfinite(stacked).all()
+    assert not np.array_equal(stacked[0], stacked[1])  # snapshots of weights that trained in between

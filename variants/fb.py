@@ -65,6 +65,7 @@ def measure_td_loss(m: Tensor, target_m: Tensor) -> tuple[Tensor, Tensor]:
 
 class FB(ZeroShotAgent):
     name = "fb"
+    host = "rl_zero_shot"
     Config = FBConfig
     online = ONLINE
     task_key = "z_dim"

@@ -113,6 +113,7 @@ def check_teacher_checkpoint(cfg, fail) -> None:
 
 class SALT(Variant):
     name = "salt"
+    host = "ssl"
     Config = SALTConfig
     stages = ("teacher", "student")
     budget_keys = ("teacher_fraction",)

@@ -68,6 +68,7 @@ def td_error(pred: Tensor, target: Tensor) -> Tensor:
 
 class TDJEPA(ZeroShotAgent):
     name = "td_jepa"
+    host = "rl_zero_shot"
     Config = TDJEPAConfig
     online = ONLINE
     task_key = "psi_dim"

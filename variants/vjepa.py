@@ -64,6 +64,7 @@ def check_heads_divide(v, prefixes: tuple[str, ...], fail) -> None:
 
 class VJEPA(Variant):
     name = "vjepa"
+    host = "ssl"
     Config = VJEPAConfig
 
     def __init__(self, cfg, data_spec):

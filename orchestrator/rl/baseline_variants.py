@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from variants.base import Variant
+from variants.base import RLlibAlgorithm, Variant
 
 # RLlib's CQL hands its learner a data iterator even with one local learner, which needs more
 # than one update per iteration; the others update once per `Algorithm.train()`.
@@ -27,12 +27,12 @@ class BaselineConfig:
     expectile: float = 0.7  # IQL's value expectile
 
 
-class RLlibBaseline(Variant):
-    """A variant trained by an RLlib algorithm: no networks of its own, nothing to trace."""
+class RLlibBaseline(RLlibAlgorithm, Variant):
+    """A variant trained by an RLlib algorithm: no networks of its own, nothing to trace
+    (budgeted in steps; FLOPs measured on a real update)."""
 
     Config = BaselineConfig
-    external_learner: ClassVar[bool] = True  # budget: steps only; FLOPs measured on a real update
-    algorithm: ClassVar[str] = ""
+    host: ClassVar[str] = "rllib_algorithm"
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:

@@ -23,13 +23,14 @@ from envs.offline import OfflineRLData
 from orchestrator import registry
 from orchestrator.budget import plan_run, reuse_step_flops
 from orchestrator.config import from_plain, to_plain
+from orchestrator.optim import lr_at
 from orchestrator.rl.data import TransitionPreLearner, load_rl_data, offline_data_options, offline_input, rl_spec
 from orchestrator.rl.evaluate import EVAL_ENV, evaluate_zero_shot, evaluation_tasks, make_eval_env, zero_shot_evaluation
 from orchestrator.rl.learner import ZeroShotLearner
 from orchestrator.rl.module import ZeroShotRLModule
 from orchestrator.runs import RunRecorder, check_finite, local_checkpoint_dir
 from orchestrator.session import make_session
-from variants.base import DataSpec
+from variants.base import DataSpec, Variant
 
 
 class ZeroShotConfig(AlgorithmConfig):
@@ -77,8 +78,10 @@ def updates_per_iteration(cfg, steps: int, start: int = 0) -> int:
     return math.gcd(MAX_UPDATES_PER_ITERATION, *every)
 
 
-def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1) -> Algorithm:
-    """An RLlib algorithm config from the run config: learners, offline input, evaluation."""
+def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1, total_steps: int = 1,
+                    start_step: int = 0) -> Algorithm:
+    """An RLlib algorithm config from the run config: learners (told the run's planned steps, for
+    schedules and `after_step`), offline input, evaluation."""
     workers, use_gpu = int(cfg.train.num_workers), bool(cfg.train.use_gpu)
     env_kwargs = dict(data.env_kwargs)
     if cfg.eval.episode_length > 0:
@@ -96,7 +99,8 @@ def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1) 
         .rl_module(rl_module_spec=RLModuleSpec(module_class=ZeroShotRLModule,
                                                model_config={"run": to_plain(cfg), "inputs": dict(spec.inputs)}))
         .learners(num_learners=0 if workers == 1 else workers, num_gpus_per_learner=1 if use_gpu else 0,
-                  num_cpus_per_learner=int(cfg.train.cpus_per_worker) if workers > 1 else 1)
+                  num_cpus_per_learner=int(cfg.train.cpus_per_worker) if workers > 1 else 1,
+                  learner_config_dict={"run": to_plain(cfg), "total_steps": int(total_steps), "start_step": int(start_step)})
         .offline_data(prelearner_class=TransitionPreLearner,
                       **offline_data_options(offline_input(data, cfg.data), len(data), updates, int(cfg.seed)))
         .env_runners(num_env_runners=0)
@@ -119,8 +123,12 @@ def learner_metrics(result: dict) -> dict[str, float]:
     return keep
 
 
-def train_zero_shot(payload: dict) -> dict:
-    """Train one zero-shot run through RLlib until its FLOP/step budget, then evaluate."""
+def train_zero_shot(payload: dict, variant: Variant | None = None) -> dict:
+    """Train one zero-shot run through RLlib until its FLOP/step budget, then evaluate.
+
+    `variant`: the run's instance, when built in this process (planning reuses it if its data spec
+    matches the loaded data's); the learners build their own inside their RLModules.
+    """
     entered = time.perf_counter()
     cfg, run_id = from_plain(payload["config"]), payload["run_id"]
     reuse_step_flops(payload.get("step_flops", ()))
@@ -129,14 +137,15 @@ def train_zero_shot(payload: dict) -> dict:
     torch.manual_seed(int(cfg.seed))
     data = load_rl_data(cfg)
     spec = rl_spec(data)
-    (plan,) = plan_run(registry.variant(cfg.variant.name), cfg, spec)
+    reuse = variant if variant is not None and variant.data_spec == spec else None
+    (plan,) = plan_run(registry.variant(cfg.variant.name), cfg, spec, reuse)
     recorder = RunRecorder(cfg, run_id, session)
     own_checkpoints = local_checkpoint_dir(cfg, run_id) if session.kind == "local" else None
     with session.restored_checkpoint() as path:
         path = path or (own_checkpoints if own_checkpoints and (own_checkpoints / PROGRESS).is_file() else None)
         start_step = json.loads((Path(path) / PROGRESS).read_text())["step"] if path is not None else 0
         updates = updates_per_iteration(cfg, plan.steps, start_step)
-        algo = build_algorithm(cfg, data, spec, updates)
+        algo = build_algorithm(cfg, data, spec, updates, plan.steps, start_step)
         if path is not None:
             algo.restore_from_path(str(Path(path) / "algorithm"))
     started = time.perf_counter()
@@ -155,7 +164,7 @@ def train_zero_shot(payload: dict) -> dict:
             elapsed = time.perf_counter() - window_start
             timing["train_s"] += elapsed
             metrics = {"stage": "main", "step": step + 1, "flops_total": plan.flops_per_step * (step + 1),
-                       "wall_s": time.perf_counter() - started, "lr": float(cfg.optim.lr),
+                       "wall_s": time.perf_counter() - started, "lr": lr_at(cfg, step, plan.steps),
                        "samples_per_s": window_steps * cfg.train.batch_size * max(1, int(cfg.train.num_workers)) / max(elapsed, 1e-9)}
             metrics.update(learner_metrics(result))
             check_finite(metrics.get("loss", math.nan), cfg, "main", step + 1)  # before evaluating a broken policy

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from variants.base import DataSpec, Variant
+from variants.base import DataSpec, Variant, ZeroShot
 from variants.nn.ema import ema_update, frozen_copy
 
 
@@ -152,10 +152,13 @@ def act_with_noise(action: Tensor, noise: float, generator: torch.Generator) -> 
     return (action + noise * gaussian(tuple(action.shape), generator, action)).clamp(-1.0, 1.0)
 
 
-class ZeroShotAgent(Variant):
+class ZeroShotAgent(ZeroShot, Variant):
     """What TD-JEPA and FB share: a representation loss plus an actor loss in one backward,
     and EMA targets (`target_<name>` for each name in `online`) moved by a fixed τ."""
 
+    # What their RLlib learner always used: Adam at a constant optim.lr, no weight decay, no warm-up.
+    optim_defaults = {"name": "adam", "schedule": "constant", "warmup_frac": 0.0, "weight_decay": 0.0,
+                      "final_weight_decay": 0.0}
     online: tuple[str, ...] = ()
     task_key: str = ""  # the variant config field that sizes z
 

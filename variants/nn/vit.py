@@ -1,5 +1,7 @@
-"""Video ViT with 3-D tubelet patches and fixed sin-cos positions (V-JEPA style).
+"""ViT with fixed sin-cos positions and a 1-D, 2-D or 3-D patch embedding.
 
+3-D (V-JEPA style, the default): video [B, C, T, H, W] cut into tubelets. 2-D (I-JEPA style):
+images [B, C, H, W] cut into patches. 1-D: sequences [B, T, C] cut into chunks of `patch` steps.
 The encoder can be run on a subset of tokens (`keep`), which is how JEPA context
 encoders skip masked patches instead of zeroing them.
 """
@@ -21,17 +23,34 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
+PATCH_DIMS = (1, 2, 3)
+
+
 @dataclass(frozen=True)
 class TokenGrid:
-    """How a clip of `frames`×`size`×`size` is cut into tubelets."""
+    """How an input is cut into tokens, always as a (t, h, w) grid so masks work on every kind.
+
+    3-D: a clip of `frames`×`size`×`size` into tubelets of `tubelet`×`patch`×`patch`.
+    2-D: an image of `size`×`size` into `patch`×`patch` patches (t = 1; frames, tubelet unused).
+    1-D: a sequence of `frames` steps into chunks of `patch` steps (h = w = 1; size, tubelet unused).
+    """
 
     frames: int
     size: int
     patch: int
     tubelet: int
+    patch_dims: int = 3
+
+    def __post_init__(self):
+        if self.patch_dims not in PATCH_DIMS:
+            raise ValueError(f"patch_dims is {self.patch_dims}; use 1, 2 or 3")
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        if self.patch_dims == 1:
+            return (self.frames // self.patch, 1, 1)
+        if self.patch_dims == 2:
+            return (1, self.size // self.patch, self.size // self.patch)
         return (self.frames // self.tubelet, self.size // self.patch, self.size // self.patch)
 
     @property
@@ -58,6 +77,28 @@ def sincos_3d(dim: int, grid: tuple[int, int, int]) -> Tensor:
         dim=1,
     )
     return emb.float()
+
+
+def sincos_positions(dim: int, grid: TokenGrid) -> Tensor:
+    """[N, dim] fixed positions for a grid: all channels on the one axis of a 1-D or 2-D grid's tokens."""
+    t, h, w = grid.shape
+    if grid.patch_dims == 1:
+        return sincos_1d(dim, torch.arange(t)).float()
+    if grid.patch_dims == 2:
+        half = dim // 2 // 2 * 2
+        hh, ww = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        return torch.cat([sincos_1d(half, hh.flatten()), sincos_1d(dim - half, ww.flatten())], dim=1).float()
+    return sincos_3d(dim, grid.shape)
+
+
+def patch_embedding(grid: TokenGrid, in_channels: int, dim: int) -> nn.Module:
+    """A strided convolution over patches: Conv3d (tubelets), Conv2d (image patches) or Conv1d (chunks)."""
+    if grid.patch_dims == 1:
+        return nn.Conv1d(in_channels, dim, kernel_size=grid.patch, stride=grid.patch)
+    if grid.patch_dims == 2:
+        return nn.Conv2d(in_channels, dim, kernel_size=grid.patch, stride=grid.patch)
+    kernel = (grid.tubelet, grid.patch, grid.patch)
+    return nn.Conv3d(in_channels, dim, kernel_size=kernel, stride=kernel)
 
 
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
@@ -108,22 +149,25 @@ def init_weights(module: nn.Module) -> None:
 
 
 class VideoViT(nn.Module):
-    """Tubelet-embedding ViT; `forward(video, keep)` encodes only the kept tokens."""
+    """ViT over the grid's patches (tubelets by default); `forward(x, keep)` encodes only the kept tokens.
+
+    Input: [B, C, T, H, W] (3-D), [B, C, H, W] (2-D) or [B, T, C] (1-D), per `grid.patch_dims`.
+    """
 
     def __init__(self, grid: TokenGrid, dim: int, depth: int, heads: int, in_channels: int = 3, mlp_ratio: float = 4.0):
         super().__init__()
         self.grid = grid
         self.dim = dim
-        self.patch_embed = nn.Conv3d(
-            in_channels, dim, kernel_size=(grid.tubelet, grid.patch, grid.patch), stride=(grid.tubelet, grid.patch, grid.patch)
-        )
-        self.register_buffer("pos_embed", sincos_3d(dim, grid.shape)[None], persistent=False)
+        self.patch_embed = patch_embedding(grid, in_channels, dim)
+        self.register_buffer("pos_embed", sincos_positions(dim, grid)[None], persistent=False)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         init_weights(self)
 
     def embed(self, video: Tensor) -> Tensor:
-        """[B, C, T, H, W] -> [B, N, D] tokens with positions added."""
+        """[B, C, T, H, W] (or an image, or a sequence) -> [B, N, D] tokens with positions added."""
+        if self.grid.patch_dims == 1:
+            video = video.transpose(1, 2)  # [B, T, C] -> [B, C, T], as Conv1d reads it
         return self.patch_embed(video).flatten(2).transpose(1, 2) + self.pos_embed
 
     def forward(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -145,7 +189,7 @@ class Predictor(nn.Module):
         super().__init__()
         self.embed = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.register_buffer("pos_embed", sincos_3d(dim, grid.shape)[None], persistent=False)
+        self.register_buffer("pos_embed", sincos_positions(dim, grid)[None], persistent=False)
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, out_dim or in_dim)
@@ -161,6 +205,9 @@ class Predictor(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x[:, ctx.size(1):]))
+
+
+ViT = VideoViT  # the same encoder; the name for images and sequences
 
 
 def vit_forward_flops(num_tokens: int, dim: int, depth: int, patch_volume: int, in_channels: int = 3, mlp_ratio: float = 4.0) -> float:
