@@ -7,6 +7,7 @@ score it with its evaluation, beside the random-init and raw-input baselines eve
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,11 @@ def project_files() -> str:
 
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
+    target, source = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("src") / "plugin_example"
+    shutil.copytree(REPO / "tests" / "plugin_example", source)  # setuptools builds in the source tree: not ours
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(REPO / "tests" / "plugin_example")],
-                   check=True, capture_output=True, timeout=300, cwd=tmp_path_factory.mktemp("build"))
+                    "--no-index", "--target", str(target), str(source)],
+                   check=True, capture_output=True, timeout=300, cwd=source.parent)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     env.update(PYTHONPATH=f"{target}{os.pathsep}{REPO}", JEPA_DATA=str(tmp_path_factory.mktemp("data")), COLUMNS="1000")
     return env
