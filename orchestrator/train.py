@@ -243,9 +243,12 @@ def train_loop(payload: dict, variant: Variant | None = None) -> dict:
             metrics.update(variant.inherited)
             if peak:
                 metrics["mfu"] = per_worker_flops * window_steps / max(elapsed, 1e-9) / peak
+            kept = dict(out.get(ARTIFACTS_KEY) or {})
             if eval_now and rank0:
                 eval_start = time.perf_counter()
-                metrics.update(run_evaluations(variant, modules, cfg, device, evaluation, stage, previous, amp=amp_dtype is not None))
+                evaluated = run_evaluations(variant, modules, cfg, device, evaluation, stage, previous, amp=amp_dtype is not None)
+                kept.update(evaluated.pop(ARTIFACTS_KEY, None) or {})
+                metrics.update(evaluated)
                 timing["eval_s"] += time.perf_counter() - eval_start
             metrics.update(timing)
             if eval_now and distributed:
@@ -257,7 +260,7 @@ def train_loop(payload: dict, variant: Variant | None = None) -> dict:
                 metrics = stage_prefixed(metrics, stage)
             if rank0:
                 rows.extend(metric_rows(metrics))
-                keep_artifacts(store, cfg, run_id, stage if not is_last_stage else None, step + 1, out)
+                keep_artifacts(store, cfg, run_id, stage if not is_last_stage else None, step + 1, kept)
             # Ray's report waits for its controller, so it is rate-limited; the store gets every row.
             report_now = ckpt_now or eval_now or agreed(time.perf_counter() - last_report >= cfg.train.report_interval_s, distributed, device)
             if report_now:
@@ -291,12 +294,10 @@ def export_stage(store: ResultsStore, cfg, run_id: str, stage: str, modules: nn.
     return store.save_stage_file(cfg.sweep, run_id, f"{stage}.pt", buffer.getvalue())
 
 
-def keep_artifacts(store: ResultsStore, cfg, run_id: str, stage_prefix: str | None, step: int, out: dict) -> None:
-    """Rank 0's copy of the tensors a step returned under `artifacts`, as numpy, into the results store.
-
-    Earlier stages' names get their stage as prefix (`teacher/W`), as their metrics do.
+def keep_artifacts(store: ResultsStore, cfg, run_id: str, stage_prefix: str | None, step: int, tensors: dict) -> None:
+    """Rank 0's copy of the tensors a step or an evaluation returned under `artifacts`, as numpy, into the
+    results store. Earlier stages' names get their stage as prefix (`teacher/W`), as their metrics do.
     """
-    tensors = out.get(ARTIFACTS_KEY) or {}
     arrays = {f"{stage_prefix}/{k}" if stage_prefix else k: _to_numpy(v) for k, v in tensors.items()}
     store.append_artifacts(run_id, cfg.sweep, step, arrays)
 

@@ -3,19 +3,23 @@ the random-init and raw-input baselines in a tiny run (cached once), entry point
 from __future__ import annotations
 
 import json
+import sys
 from importlib.metadata import EntryPoint
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
+from envs.dmc_gym import DMCTaskEnv
+from envs.ogbench import make_env as make_ogbench_env
 from orchestrator.config import ConfigError, compose_run, to_plain
 from orchestrator.evaluate import baselines, registry
-from orchestrator.evaluate.base import Evaluation, Features
+from orchestrator.evaluate.base import EvalContext, Evaluation, Features
 from orchestrator.results import ResultsStore
 from orchestrator.train import train_loop
 from tests.conftest import tiny_overrides
-from variants.base import DataSpec
+from variants.base import DataSpec, Policy, Variant
 
 SIX = {"class_probe", "regression_probe", "dense_probe", "downstream_mlp", "zero_shot_returns", "rollout_success"}
 
@@ -134,6 +138,82 @@ def test_an_unknown_eval_kind_fails_composing_and_lists_the_known(tmp_path, data
         compose_run(tiny_overrides(tmp_path, data_root) + ["budget.steps=2", "eval.kinds=[class_probe,nope]"])
 
 
-def test_rollout_success_names_the_act_jepa_issue():
-    with pytest.raises(NotImplementedError, match="ACT-JEPA, issue 19"):
-        registry.evaluation("rollout_success").run(None)
+# ---------------------------------------------------------------------------- rollout success (an `act` policy)
+class ConstantPolicy(Variant, Policy):
+    """A scripted `Policy`: the same action everywhere (its one parameter is that action)."""
+
+    name, host = "constant_policy", "imitation"
+
+    def __init__(self, value: float, action_dim: int):
+        self.value, self.action_dim = value, action_dim
+
+    def build(self, stage, previous=None):
+        return nn.ModuleDict({"action": nn.Linear(1, self.action_dim)})
+
+    def act(self, modules, observation):
+        return torch.full((observation.shape[0], self.action_dim), self.value)
+
+
+def rollout_cfg(episodes: int = 3, env_runners: int = 0):
+    return OmegaConf.create({"eval": {"episodes": episodes, "episode_length": 15, "env_runners": env_runners}, "seed": 0})
+
+
+def rollout_metrics(policy: ConstantPolicy, env: dict, cfg) -> dict[str, float]:
+    return registry.evaluation("rollout_success").run(EvalContext(policy, policy.build("main"), cfg, env=env))
+
+
+WALKER = {"maker": DMCTaskEnv, "kwargs": {"domain": "walker"}}
+ROLLOUT_KEYS = {"rollout/success", "rollout/success_se", "rollout/return", "rollout/return_se", "rollout/episodes"}
+
+
+def test_rollout_success_reports_returns_that_follow_the_policy():
+    still, pushing = (rollout_metrics(ConstantPolicy(value, 6), WALKER, rollout_cfg()) for value in (0.0, 1.0))
+    assert set(still) == set(pushing) == ROLLOUT_KEYS
+    assert still["rollout/episodes"] == pushing["rollout/episodes"] == 3
+    assert 0.0 <= still["rollout/success"] <= 1.0 and still["rollout/return_se"] >= 0.0
+    assert abs(still["rollout/return"] - pushing["rollout/return"]) > 1e-3  # same seeded starts, other actions
+    assert rollout_metrics(ConstantPolicy(1.0, 6), WALKER, rollout_cfg())["rollout/return"] == pushing["rollout/return"]
+
+
+def test_rollout_success_on_an_ogbench_goal_env():
+    env = {"maker": make_ogbench_env, "kwargs": {"env_name": "cube-single-play"}}
+    out = rollout_metrics(ConstantPolicy(0.0, 5), env, rollout_cfg(episodes=2))
+    assert set(out) == ROLLOUT_KEYS and out["rollout/episodes"] == 2
+    assert 0.0 <= out["rollout/success"] <= 1.0 and out["rollout/return"] == out["rollout/success"]  # reward 1 at the goal
+
+
+def test_episode_success_reads_the_env_info_else_termination():
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    from orchestrator.rl.policy_module import episode_success
+
+    def episode(infos, terminated):
+        ep = SingleAgentEpisode(observations=[0] * len(infos), infos=infos, actions=[0] * (len(infos) - 1),
+                                rewards=[0.0] * (len(infos) - 1), len_lookback_buffer=0)
+        ep.is_terminated = terminated
+        return ep
+
+    assert episode_success(episode([{}, {"success": False}, {"success": True}], False)) == 1.0
+    assert episode_success(episode([{}, {"success": False}, {"success": False}], True)) == 0.0
+    assert episode_success(episode([{}, {}, {}], True)) == 1.0
+    assert episode_success(episode([{}, {}, {}], False)) == 0.0
+
+
+def test_rollout_success_refuses_a_variant_without_act_or_an_env():
+    with pytest.raises(TypeError, match="variants.base.Policy"):
+        registry.evaluation("rollout_success").run(EvalContext(object(), None, rollout_cfg(), env=WALKER))
+    with pytest.raises(ValueError, match="EvalContext.env"):
+        registry.evaluation("rollout_success").run(EvalContext(ConstantPolicy(0.0, 6), None, rollout_cfg()))
+
+
+@pytest.mark.slow
+def test_rollout_success_on_remote_env_runners(ray_session):
+    from ray import cloudpickle
+
+    test_module = sys.modules[ConstantPolicy.__module__]
+    cloudpickle.register_pickle_by_value(test_module)  # the runners cannot import this test file
+    try:
+        out = rollout_metrics(ConstantPolicy(0.0, 6), WALKER, rollout_cfg(episodes=4, env_runners=2))
+    finally:
+        cloudpickle.unregister_pickle_by_value(test_module)
+    assert set(out) == ROLLOUT_KEYS and out["rollout/episodes"] == 4

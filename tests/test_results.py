@@ -368,3 +368,32 @@ def test_a_variant_step_s_artifacts_reach_the_store(ray_session, tmp_path, data_
     assert steps.tolist() == sorted(logged) == [2, 4]
     assert stacked.shape == (2, 2, 2) and np.isfinite(stacked).all()
     assert not np.array_equal(stacked[0], stacked[1])  # snapshots of weights that trained in between
+
+
+def test_an_evaluation_s_artifacts_reach_the_store_and_baselines_keep_none(ray_session, tmp_path, data_root):
+    """An evaluation may return tensors under `artifacts` too; they land beside the step's at eval steps."""
+    from orchestrator.config import compose_run
+    from orchestrator.evaluate.base import Evaluation
+    from orchestrator.evaluate.registry import evaluations
+    from orchestrator.train import launch
+    from tests.conftest import tiny_overrides
+
+    class MeanFeature(Evaluation):
+        name = "mean_feature"
+
+        def score(self, train, val, spec, cfg):
+            return {"feature_norm": float(val.tokens.mean((0, 1)).norm()), "artifacts": {"mean_feature": val.tokens.mean((0, 1))}}
+
+    evaluations()[MeanFeature.name] = MeanFeature()
+    try:
+        cfg = compose_run(tiny_overrides(tmp_path, data_root) + [
+            "budget.steps=4", "sweep=evalart", "train.inline=always", "train.eval_every=2", "eval.kinds=[mean_feature]"])
+        launch(cfg, "evalart-run")
+    finally:
+        del evaluations()[MeanFeature.name]
+    store = ResultsStore(tmp_path)
+    steps, stacked = store.artifact_arrays("evalart", "evalart-run", "mean_feature")
+    assert steps.tolist() == [2, 4] and stacked.shape == (2, cfg.model.dim)
+    names = set(store.metrics("evalart", "evalart-run")["metric"])
+    assert {"feature_norm", "feature_norm/random_init", "feature_norm/raw_input"} <= names
+    assert set(store.artifact_index("evalart")["name"]) == {"mean_feature"}  # the baselines' are not kept

@@ -21,7 +21,8 @@ class Features:
 
 @dataclass
 class EvalContext:
-    """What a self-running evaluation may use; `algo` is the RLlib Algorithm on RL hosts."""
+    """What a self-running evaluation may use; `algo` is the RLlib Algorithm on RL hosts; `env` is the
+    dataset's env recipe for rollouts, `{"maker": data.env_maker, "kwargs": data.env_kwargs}`."""
 
     variant: Any
     modules: Any
@@ -29,6 +30,7 @@ class EvalContext:
     device: Any = None
     stage: str = "main"
     algo: Any = None
+    env: dict | None = None
 
 
 class Evaluation:

@@ -21,6 +21,9 @@ def evaluation_data(entry, cfg) -> dict:
     return sets
 
 
+ARTIFACTS = "artifacts"  # as in a variant's step: {name: tensor} to keep in the results store, not to log
+
+
 def run_evaluations(variant, modules, cfg, device: torch.device, datasets: dict, stage: str = "main",
                     previous=None, amp: bool = False) -> dict[str, float]:
     """Every chosen evaluation on the stage's frozen modules (rank 0 only), plus the baselines if
@@ -28,25 +31,36 @@ def run_evaluations(variant, modules, cfg, device: torch.device, datasets: dict,
     spec = variant.data_spec
     chosen = [evaluation(name) for name in choose(spec, HOST, list(cfg.eval.get("kinds") or ()))]
     probes = [e for e in chosen if e.probe_style]
-    out: dict[str, float] = {}
+    out: dict = {}
+    kept: dict = {}
     for e in chosen:
         if not e.probe_style:
-            out.update(e.run(EvalContext(variant, modules, cfg, device, stage)))
-    if not probes:
-        return out
-    keys = sorted({k for e in probes for k in e.targets(spec)})
-    with eval_mode(modules):
-        feats = extract(lambda b: variant.features(modules, b), datasets, keys, device, amp)
-    out.update(score_all(probes, feats, spec, cfg))
-    if cfg.eval.get("baselines", True):
-        out.update(baselines.cached(cfg, stage, lambda: baseline_metrics(probes, variant, cfg, device, datasets, stage, previous, keys, amp)))
+            out.update(scalars_keeping(e.run(EvalContext(variant, modules, cfg, device, stage)), kept))
+    if probes:
+        keys = sorted({k for e in probes for k in e.targets(spec)})
+        with eval_mode(modules):
+            feats = extract(lambda b: variant.features(modules, b), datasets, keys, device, amp)
+        out.update(score_all(probes, feats, spec, cfg, kept))
+        if cfg.eval.get("baselines", True):
+            out.update(baselines.cached(cfg, stage, lambda: baseline_metrics(probes, variant, cfg, device, datasets, stage, previous, keys, amp)))
+    if kept:
+        out[ARTIFACTS] = kept
     return out
 
 
-def score_all(probes, feats: dict[str, Features], spec, cfg) -> dict[str, float]:
+def scalars_keeping(result: dict, kept: dict | None) -> dict[str, float]:
+    """One evaluation's scalars; the tensors it returned under `artifacts` (curves, confusion matrices)
+    go to `kept`, which the host stores beside the step's own (None: a baseline's, not kept)."""
+    tensors = result.pop(ARTIFACTS, None) or {}
+    if kept is not None:
+        kept.update(tensors)
+    return result
+
+
+def score_all(probes, feats: dict[str, Features], spec, cfg, kept: dict | None = None) -> dict[str, float]:
     out = {}
     for e in probes:
-        out.update(e.score(feats["train"], feats["val"], spec, cfg))
+        out.update(scalars_keeping(e.score(feats["train"], feats["val"], spec, cfg), kept))
     return out
 
 
