@@ -85,7 +85,10 @@ KILL = textwrap.dedent(
                     actors = list_actors(filters=[("state", "=", "ALIVE"), ("class_name", "=", "ImplicitFunc")])
                     if len(actors) == 1:  # one trial at a time: this run's
                         os.kill(actors[0].pid, signal.SIGKILL)  # the simulated nodes are processes of this machine
-                        killed.update(run_id=run_id, step=int(steps.max()), at=time.time())
+                        at = time.time()
+                        time.sleep(1.0)  # the trial ran on while we looked its actor up: read where it died
+                        steps = store.metrics(sweep.name, run_id).filter(metric="loss")["step"]
+                        killed.update(run_id=run_id, step=int(steps.max()), at=at)
                         return
             time.sleep(0.1)
 
