@@ -1,4 +1,5 @@
-"""The report's main figure: a metric against FLOPs per group, with fitted laws and the Pareto frontier.
+"""The report's main figure: a metric against FLOPs per group, with fitted laws, the Pareto frontier
+and the metric's baselines (random-init encoder, raw input) as horizontal lines.
 
 Uses finished runs only (see fits.py); its fits table and frontier table come from the same points.
 """
@@ -8,10 +9,22 @@ from __future__ import annotations
 import os
 
 import polars as pl
+from matplotlib.axes import Axes
 
+from orchestrator.report.baselines import draw_baselines
 from orchestrator.report.figures import blank_figure, save_figure
-from orchestrator.report.fits import budget_counts, draw_fit, fit_error, fit_groups, fits_section
-from orchestrator.report.frontier import frontier_mode, frontier_section, pareto_frontier
+from orchestrator.report.fits import (
+    budget_counts,
+    draw_fit,
+    fit_error,
+    fit_groups,
+    fits_section,
+)
+from orchestrator.report.frontier import (
+    frontier_mode,
+    frontier_section,
+    pareto_frontier,
+)
 from orchestrator.report.markdown import image_name
 from orchestrator.report.rows import group_labels, plottable_rows, seed_stats
 
@@ -38,8 +51,9 @@ def plot_metric_vs_flops(
     path,
     title: str,
     fits: dict | None = None,
-) -> None:
-    """Plot y against log x per group with seed error bars, fitted laws and the frontier."""
+) -> Axes:
+    """Plot y against log x per group with seed error bars, fitted laws (those with a trend), the
+    frontier and y's baselines; returns the Axes so callers and tests can read what was drawn."""
     points = plottable_rows(df, x, y)
     labels = group_labels(points, group)
     points = points.with_columns(pl.Series("_label", labels, dtype=pl.String))
@@ -59,6 +73,7 @@ def plot_metric_vs_flops(
             draw_fit(axes, x_values, fit, accuracy, color)
     if points.height:
         _draw_frontier(axes, points, x, y)
+        draw_baselines(axes, points, y, group)
         axes.set_xscale("log")
         axes.legend(fontsize="small", title=group)
     axes.set_xlabel(x)
@@ -66,6 +81,7 @@ def plot_metric_vs_flops(
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     save_figure(figure, path)
+    return axes
 
 
 def curve_sections(directory: str, sweep: str, finished: pl.DataFrame, x: str, y: str,

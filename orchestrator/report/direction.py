@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 _LOWER_IS_BETTER_HINTS = ("loss", "err", "mse", "mae", "nll", "ppl", "perplex", "time", "wall")
 

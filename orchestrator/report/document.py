@@ -1,4 +1,5 @@
-"""Write report.md for one sweep: summary, runs table, panel tables, plot and fits, failures, frontier, panels.
+"""Write report.md for one sweep: summary, runs table (with baselines), collapse warnings, panel tables,
+plot and fits, failures, frontier, panels.
 
 Fits, plot and frontier use finished runs only: runs that were stopped early or failed
 never completed their budget's schedule, so they would bias the curves. Panels named
@@ -15,11 +16,18 @@ import pathlib
 import polars as pl
 
 import orchestrator.report.panels  # noqa: F401  (registers the built-in panels)
+from orchestrator.report.baselines import beats_sentence
+from orchestrator.report.collapse import MARK, collapse_section, collapsed_count
 from orchestrator.report.curves import curve_sections
 from orchestrator.report.failed import failures_section
 from orchestrator.report.registry import Panel, PanelContext, panels, requested_panels
 from orchestrator.report.runs_table import runs_section
-from orchestrator.report.settings import check_settings, report_section, report_settings, space_keys
+from orchestrator.report.settings import (
+    check_settings,
+    report_section,
+    report_settings,
+    space_keys,
+)
 from orchestrator.report.store_checks import require_local, require_results
 from orchestrator.report.table import final_table, swept_columns
 from orchestrator.results import ResultsStore
@@ -28,14 +36,19 @@ Requested = list[tuple[Panel, dict, list[str]]]
 
 
 def _summary_section(table: pl.DataFrame, sweep: str, x: str, y: str, group: str | None) -> list[str]:
+    """Run counts by status (and collapsed, if any), the axes, and how many finished runs beat y's baselines."""
     counts = table.group_by("status").len().sort("status")
     status_text = ", ".join(f"{s}: {n}" for s, n in counts.iter_rows())
-    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    collapsed = collapsed_count(table)
+    if collapsed:
+        status_text += f", {MARK}: {collapsed}"
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"# Sweep `{sweep}`",
         "",
         f"Generated {generated}. Runs: {table.height} ({status_text}).",
         f"Plotting `{y}` against `{x}`" + (f", grouped by `{group}`." if group else "."),
+        *beats_sentence(table.filter(pl.col("status") == "finished"), y),
         "",
     ]
 
@@ -93,6 +106,7 @@ def write_report(root, sweep: str, x: str | None = None, y: str | None = None, g
     lines = [
         *_summary_section(table, sweep, x, y, group),
         *runs_section(table, x, y, group, metric_names, _panel_columns(known, table), swept),
+        *collapse_section(table),
         *prepared_lines,
         *plot_and_fits,
         *failures_section(table),

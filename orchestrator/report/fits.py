@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import polars as pl
@@ -17,6 +17,10 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from orchestrator.report.direction import is_accuracy_like
 from orchestrator.report.markdown import markdown_table
 from orchestrator.report.rows import group_labels, plottable_rows
+
+B_BOUNDS = (1e-9, 3.0)  # the exponent's fit bounds: a fit that ends on one found no power law
+MIN_R2 = 0.5
+_AT_BOUND = 1e-3  # relative distance to a bound that counts as sitting on it
 
 
 def fit_error(metric: str, values: Iterable[float]) -> tuple[np.ndarray, bool]:
@@ -41,7 +45,7 @@ def _fit_once(log_ratio: np.ndarray, err: np.ndarray, b0: float) -> tuple[np.nda
                 log_ratio,
                 err,
                 p0=[scale0, b0, c0],
-                bounds=([1e-300, 1e-9, 0.0], [np.inf, 3.0, np.inf]),
+                bounds=([1e-300, B_BOUNDS[0], 0.0], [np.inf, B_BOUNDS[1], np.inf]),
                 maxfev=20000,
             )
         except (RuntimeError, ValueError, FloatingPointError):
@@ -93,11 +97,34 @@ def fit_groups(df: pl.DataFrame, x: str, y: str, group: str | None) -> dict[str,
     return fits
 
 
-def draw_fit(axes, x_values: np.ndarray, fit: dict, accuracy: bool, color) -> None:
-    """A fitted law as a dashed line over the x range, in y units (1 - error for accuracies)."""
+def trend_verdict(fit: dict) -> str | None:
+    """Why a fit shows no trend (exponent on a bound, or r² below 0.5), or None for a real fit.
+
+    A law pinned to a bound (e.g. b = 3 with a = 1e32) or explaining under half the variance
+    describes noise: the report prints it as "no trend" and does not draw it. c = 0 is allowed.
+    """
+    low, high = B_BOUNDS
+    if fit["b"] >= high * (1 - _AT_BOUND) or fit["b"] <= low * (1 + _AT_BOUND):
+        return "no trend (b at bound)"
+    if not fit["r2"] >= MIN_R2:
+        return f"no trend (r² {fit['r2']:.2f})"
+    return None
+
+
+def trend_label(fit: dict) -> str:
+    """The fits table's `trend` cell."""
+    return trend_verdict(fit) or "fitted"
+
+
+def draw_fit(axes, x_values: np.ndarray, fit: dict, accuracy: bool, color) -> bool:
+    """A fitted law as a dashed line over the x range, in y units (1 - error for accuracies);
+    a fit without a trend (trend_verdict) is not drawn. Returns whether it was."""
+    if trend_verdict(fit) is not None:
+        return False
     grid = np.geomspace(x_values.min(), x_values.max(), 100)
     curve = power_law(grid, fit)
-    axes.plot(grid, 1.0 - curve if accuracy else curve, linestyle="--", color=color, alpha=0.7)
+    axes.plot(grid, 1.0 - curve if accuracy else curve, linestyle="--", color=color, alpha=0.7, gid="fit")
+    return True
 
 
 def budget_counts(points: pl.DataFrame, x: str, group: str | None) -> dict[str, int]:
@@ -110,11 +137,13 @@ def budget_counts(points: pl.DataFrame, x: str, group: str | None) -> dict[str, 
 def fits_section(fits: dict[str, dict | None], y: str, accuracy: bool, budgets: dict[str, int]) -> list[str]:
     """The `## Power-law fits` table, and which groups had too few budgets to fit."""
     target = f"1 - {y}" if accuracy else y
-    lines = ["## Power-law fits", "", f"Fitted `{target} = a * C^-b + c` on finished runs.", ""]
+    lines = ["## Power-law fits", "", (f"Fitted `{target} = a * C^-b + c` on finished runs; "
+             f"\"no trend\" (not drawn): b at a bound of its range ({B_BOUNDS[0]:g}, {B_BOUNDS[1]:g}), or r² < {MIN_R2}."), ""]
     fitted = {label: fit for label, fit in fits.items() if fit is not None}
     if fitted:
         rows = [
-            {"group": label, "budgets": budgets[label], "a": fit["a"], "b": fit["b"], "c": fit["c"], "r2": fit["r2"]}
+            {"group": label, "budgets": budgets[label], "a": fit["a"], "b": fit["b"], "c": fit["c"], "r2": fit["r2"],
+             "trend": trend_label(fit)}
             for label, fit in fitted.items()
         ]
         lines += [markdown_table(pl.DataFrame(rows)), ""]

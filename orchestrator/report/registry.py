@@ -10,9 +10,9 @@ point's name), so a new figure needs no edit to the report's code.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable
 
 import polars as pl
 

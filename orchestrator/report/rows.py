@@ -6,7 +6,7 @@ keep only the rows a computation can use, so one odd run never fails a whole rep
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import polars as pl
 

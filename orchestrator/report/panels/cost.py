@@ -41,15 +41,15 @@ def cost_section(table: pl.DataFrame, options: dict) -> tuple[pl.DataFrame, list
     column = options.get("teacher_flops", DEFAULT_TEACHER_FLOPS)
     lines = ["## FLOP cost", ""]
     if column not in table.columns:
-        return table, [*lines, f"Skipped the cost panel: no run logged `{column}`, "
-                       "so amortized and full FLOPs are the same.", ""]
+        return table, [*lines, (f"Skipped the cost panel: no run logged `{column}`, "
+                       "so amortized and full FLOPs are the same."), ""]
     costed = with_cost_columns(table, column)
     charged = costed.filter(pl.col(FLOPS_FULL) > pl.col(FLOPS_AMORTIZED)).height
     return costed, [
         *lines,
-        f"`{FLOPS_AMORTIZED}` = `{FLOPS_TOTAL}` (a reused teacher's FLOPs left out); "
+        (f"`{FLOPS_AMORTIZED}` = `{FLOPS_TOTAL}` (a reused teacher's FLOPs left out); "
         f"`{FLOPS_FULL}` = `{FLOPS_TOTAL}` + `{column}`. "
-        f"{charged} of {table.height} runs carry teacher FLOPs.", "",
+        f"{charged} of {table.height} runs carry teacher FLOPs."), "",
     ]
 
 

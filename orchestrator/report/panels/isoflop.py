@@ -11,7 +11,11 @@ import polars as pl
 
 from orchestrator.report.direction import higher_is_better
 from orchestrator.report.figures import blank_figure, new_axes, save_figure
-from orchestrator.report.markdown import image_name, markdown_table, missing_columns_line
+from orchestrator.report.markdown import (
+    image_name,
+    markdown_table,
+    missing_columns_line,
+)
 from orchestrator.report.panels.cost import teacher_flops_column
 from orchestrator.report.registry import PanelContext, register_panel
 from orchestrator.report.rows import absent_columns, numeric_rows, seed_stats
@@ -95,8 +99,8 @@ def isoflop_section(ctx: PanelContext, options: dict) -> list[str]:
     stats = isoflop_stats(own_teacher, budget, fraction, y)
     best = best_fraction_per_budget(stats, budget, fraction, higher_is_better(y))
     if best.height == 0:
-        return [*lines, f"Too few points for the IsoFLOP panel: no `{budget}` has finished runs with `{y}` "
-                f"at two or more `{fraction}` values.", ""]
+        return [*lines, (f"Too few points for the IsoFLOP panel: no `{budget}` has finished runs with `{y}` "
+                f"at two or more `{fraction}` values."), ""]
     image = image_name(f"isoflop_{y}")
     title = f"{ctx.sweep}: {y} at fixed {budget}"
     plot_isoflop(stats, best, budget, fraction, y, os.path.join(ctx.directory, image), title)
@@ -107,8 +111,8 @@ def isoflop_section(ctx: PanelContext, options: dict) -> list[str]:
     )
     skipped = stats.get_column(budget).n_unique() - best.height
     lines += [
-        f"Mean `{y}` over seeds (± standard error) against `{fraction}`, one curve per `{budget}`; "
-        "the star marks each budget's best fraction.", "",
+        (f"Mean `{y}` over seeds (± standard error) against `{fraction}`, one curve per `{budget}`; "
+        "the star marks each budget's best fraction."), "",
         f"![IsoFLOP {y}]({image})", "",
         "Best fraction per budget:", "",
         markdown_table(table), "",

@@ -7,18 +7,23 @@ With the cost panel on, a method's teacher-charged (full) frontier is drawn dott
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from itertools import combinations
-from typing import Iterable
 
 import numpy as np
 import polars as pl
 
+from orchestrator.report.baselines import draw_baselines
 from orchestrator.report.direction import higher_is_better
 from orchestrator.report.figures import blank_figure, new_axes, save_figure
-from orchestrator.report.fits import draw_fit, fit_error, fit_groups
+from orchestrator.report.fits import draw_fit, fit_error, fit_groups, trend_label
 from orchestrator.report.frontier import frontier_mode, pareto_frontier
 from orchestrator.report.markdown import markdown_table, missing_columns_line, names
-from orchestrator.report.panels.cost import FLOPS_AMORTIZED, FLOPS_FULL, has_cost_columns
+from orchestrator.report.panels.cost import (
+    FLOPS_AMORTIZED,
+    FLOPS_FULL,
+    has_cost_columns,
+)
 from orchestrator.report.registry import PanelContext, register_panel
 from orchestrator.report.rows import absent_columns, group_labels, numeric_rows
 from orchestrator.report.settings import DEFAULT_BUDGET, DEFAULT_METHOD, option_list
@@ -112,6 +117,7 @@ def plot_pareto(
         for method in sorted(set(points.get_column("_method").to_list())):
             rows = points.filter(pl.col("_method") == method)
             _draw_method(axes, rows, x, y, full_x, fits[y].get(method), colors[method], method)
+        draw_baselines(axes, points, y, by)
         axes.set_xscale("log")
         axes.set_xlabel(x if full_x is None else f"{x} (solid: amortized, dotted: full)")
         axes.set_ylabel(y)
@@ -131,13 +137,15 @@ def _fit_rows(fits: dict[str, dict[str, dict | None]]) -> tuple[list[dict], list
             if fit is None:
                 unfitted.append(f"`{method}` on `{y}`")
             else:
-                rows.append({"method": method, "y": y, "a": fit["a"], "b": fit["b"], "c": fit["c"], "r2": fit["r2"]})
+                rows.append({"method": method, "y": y, "a": fit["a"], "b": fit["b"], "c": fit["c"], "r2": fit["r2"],
+                             "trend": trend_label(fit)})
     return rows, unfitted
 
 
 def _fits_lines(fits: dict[str, dict[str, dict | None]], x: str) -> list[str]:
     rows, unfitted = _fit_rows(fits)
-    lines = [f"Dashed: `error = a * C^-b + c` per method, C = `{x}`, error = 1 - y for accuracies.", ""]
+    lines = [(f"Dashed: `error = a * C^-b + c` per method, C = `{x}`, error = 1 - y for accuracies; "
+             "fits with no trend are not drawn; grey lines, where logged: the baselines (random-init encoder, raw input)."), ""]
     if rows:
         lines += [markdown_table(pl.DataFrame(rows)), ""]
     if unfitted:

@@ -77,8 +77,8 @@ def teacher_quality_section(ctx: PanelContext, options: dict) -> list[str]:
         return [*lines, missing_columns_line("teacher-quality", ctx.finished, missing), ""]
     fit = teacher_quality_fit(ctx.finished, teacher_y, y)
     if fit is None:
-        return [*lines, f"Too few points for the teacher-quality panel: needs 3 finished runs with both "
-                f"`{teacher_y}` and `{y}`, at 2 or more distinct `{teacher_y}` values.", ""]
+        return [*lines, (f"Too few points for the teacher-quality panel: needs 3 finished runs with both "
+                f"`{teacher_y}` and `{y}`, at 2 or more distinct `{teacher_y}` values."), ""]
     image = image_name(f"teacher_quality_{y}")
     text = _slope_text(fit)
     plot_teacher_quality(
@@ -87,6 +87,6 @@ def teacher_quality_section(ctx: PanelContext, options: dict) -> list[str]:
     )
     return [
         *lines, f"![teacher quality {y}]({image})", "",
-        f"Least-squares fit of `{y}` on `{teacher_y}`: {text}. "
-        "A slope near 0 means students are robust to teacher quality.", "",
+        (f"Least-squares fit of `{y}` on `{teacher_y}`: {text}. "
+        "A slope near 0 means students are robust to teacher quality."), "",
     ]

@@ -73,8 +73,8 @@ def zero_shot_section(ctx: PanelContext, options: dict) -> list[str]:
     if stats.height == 0:
         return [title, "", f"Skipped the zero_shot panel: no finished run has `eval/<task>/{kind}` with `{data}` and `{by}`.", ""]
     sources = ", ".join(f"`{name}`" for name in [ctx.sweep, *option_list(options.get("with"))])
-    return [title, "", f"Mean ± standard error over seeds (n runs) from {sources}; each run's value is its mean over "
+    return [title, "", (f"Mean ± standard error over seeds (n runs) from {sources}; each run's value is its mean over "
             "evaluation episodes for that task. Zero-shot methods infer each task from reward-labelled samples or "
             "a goal; RLlib references (bc, marwil, cql, iql) are trained on that task's reward. "
-            "\"(all tasks)\" is the mean of the task means (n: fewest runs of any task).", "",
+            "\"(all tasks)\" is the mean of the task means (n: fewest runs of any task)."), "",
             markdown_table(stats), "", *notes]
