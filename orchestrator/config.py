@@ -165,6 +165,8 @@ class EvalConfig:
     env_runners: int = 0  # remote evaluation env runners; 0 = in the trainer's process
     kinds: list[str] = field(default_factory=list)  # evaluations to run (orchestrator/evaluate/); empty = chosen from the data
     baselines: bool = True  # also score probes on a random-init encoder and on raw inputs (cached once per config)
+    # feature_stats flags collapse (and the loop warns) when the features' effective rank is below this share of their width
+    collapse_rank_frac: float = 0.05
 
 
 @dataclass
@@ -329,6 +331,8 @@ def validate_run(cfg: DictConfig, source: str = "command line") -> None:
         fail("train.inline", f"is {cfg.train.inline!r}", "use auto, always or never")
     if cfg.eval.probe not in ("attentive", "linear"):
         fail("eval.probe", f"is {cfg.eval.probe!r}", "use attentive or linear")
+    if not 0.0 <= cfg.eval.collapse_rank_frac < 1.0:
+        fail("eval.collapse_rank_frac", f"is {cfg.eval.collapse_rank_frac}", "use a share of the feature width in [0, 1), e.g. 0.05")
     known = evaluations()
     for kind in cfg.eval.kinds:
         if kind not in known:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from orchestrator.budget import (
     traced_step_flops,
 )
 from orchestrator.config import from_plain, to_plain
+from orchestrator.evaluate.feature_stats import collapse_warning
 from orchestrator.evaluate.run import evaluation_data, run_evaluations
 from orchestrator.metrics import DashboardGauges
 from orchestrator.optim import make_optimizer, set_schedules
@@ -241,6 +243,7 @@ def train_loop(payload: dict, variant: Variant | None = None) -> dict:
             metrics.update(mean_over_workers(out, distributed))
             check_finite(metrics["loss"], cfg, stage, step + 1)
             metrics.update(variant.inherited)
+            metrics.update(variant.diagnostics(modules, stage))  # before stage prefixing: a teacher's are teacher/...
             if peak:
                 metrics["mfu"] = per_worker_flops * window_steps / max(elapsed, 1e-9) / peak
             kept = dict(out.get(ARTIFACTS_KEY) or {})
@@ -249,6 +252,8 @@ def train_loop(payload: dict, variant: Variant | None = None) -> dict:
                 evaluated = run_evaluations(variant, modules, cfg, device, evaluation, stage, previous, amp=amp_dtype is not None)
                 kept.update(evaluated.pop(ARTIFACTS_KEY, None) or {})
                 metrics.update(evaluated)
+                if (warning := collapse_warning(metrics, cfg, run_id, stage)) is not None:
+                    print(warning, file=sys.stderr)
                 timing["eval_s"] += time.perf_counter() - eval_start
             metrics.update(timing)
             if eval_now and distributed:

@@ -40,13 +40,13 @@ def test_registry_lists_the_six_kinds():
 
 
 def test_the_spec_picks_the_kinds():
-    assert registry.choose(DataSpec("video", num_classes={"shape": 4})) == ["class_probe"]
-    assert registry.choose(DataSpec("views", float_targets={"rotation": 1})) == ["regression_probe"]
+    assert registry.choose(DataSpec("video", num_classes={"shape": 4})) == ["class_probe", "feature_stats"]
+    assert registry.choose(DataSpec("views", float_targets={"rotation": 1})) == ["regression_probe", "feature_stats"]
     assert registry.choose(DataSpec("image", patch_labels={"segment": 5})) == ["dense_probe"]
     assert registry.choose(DataSpec("rl"), host="rl_zero_shot") == ["zero_shot_returns"]
     assert registry.choose(DataSpec("tabular"), host="imitation") == ["rollout_success"]
     both = DataSpec("views", num_classes={"object": 3}, float_targets={"rotation": 1})
-    assert registry.choose(both) == ["class_probe", "regression_probe"]
+    assert registry.choose(both) == ["class_probe", "regression_probe", "feature_stats"]
     assert registry.choose(both, kinds=["downstream_mlp"]) == ["downstream_mlp"]  # eval.kinds overrides
 
 

@@ -112,6 +112,11 @@ class Variant:
     def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
         """Called after each optimizer step by every host, `step` counting from 1 to `total_steps` (EMA updates go here)."""
 
+    def diagnostics(self, modules: nn.ModuleDict, stage: str) -> dict[str, float]:
+        """Cheap scalars about the model's state (an EMA target's distance from its init, ...), logged at
+        every log step beside the loss, so a run that stopped learning shows it. Not traced: may read values."""
+        return {}
+
     def stage_fraction(self, stage: str) -> float:
         """Share of the run's FLOP/step budget this stage may spend."""
         return 1.0 / len(self.stages)

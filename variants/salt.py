@@ -24,9 +24,11 @@ from variants.nn.ema import frozen_copy
 from variants.nn.vit import VIT_SIZES, Predictor, gather_tokens
 from variants.vjepa import (
     check_heads_divide,
+    check_min_context,
     draw_masks,
     latent_regression_loss,
     make_encoder,
+    token_counts,
     token_grid,
     video_maskers,
 )
@@ -52,6 +54,7 @@ class SALTConfig:
     # Reuse a teacher trained by another run (the `teacher.pt` its teacher stage saved): the
     # run then has only the student stage, and the teacher's cost is reported as inherited.
     teacher_checkpoint: str = ""
+    min_context: int = 8  # fewest visible tokens a mask leaves, in both stages (as V-JEPA's)
 
 
 class ViTSize(NamedTuple):
@@ -121,7 +124,7 @@ class SALT(Variant):
     def __init__(self, cfg, data_spec):
         super().__init__(cfg, data_spec)
         self.grid = token_grid(cfg, data_spec)  # teacher and student share tubelets, so token i is the same region
-        self.maskers = video_maskers(self.grid)
+        self.maskers = video_maskers(self.grid, int(cfg.variant.min_context))
         self.reused_teacher = load_teacher_checkpoint(cfg.variant.teacher_checkpoint) if cfg.variant.teacher_checkpoint else None
         if self.reused_teacher is not None:
             self.stages = ("student",)
@@ -136,6 +139,7 @@ class SALT(Variant):
         if v.teacher_model not in VIT_SIZES:
             fail("variant.teacher_model", f"is {v.teacher_model!r}", f"use one of {', '.join(VIT_SIZES)}")
         check_heads_divide(v, ("decoder", "pred"), fail)
+        check_min_context(cfg, fail)
         if v.teacher_checkpoint:
             check_teacher_checkpoint(cfg, fail)
             return
@@ -204,30 +208,36 @@ class SALT(Variant):
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         video = batch[self.data_spec.input_key]
         if stage == "teacher":
-            losses = self.pixel_losses(modules, video)
+            losses, counts = self.pixel_losses(modules, video)
         elif stage == "student":
-            losses = self.latent_losses(modules, video)
+            losses, counts = self.latent_losses(modules, video)
         else:
             raise ValueError(f"SALT has stages {self.stages}, not {stage!r}")
-        return {"loss": torch.stack(losses).mean(), "loss_short": losses[0].detach(), "loss_long": losses[1].detach()}
+        return {"loss": torch.stack(losses).mean(), "loss_short": losses[0].detach(), "loss_long": losses[1].detach(), **counts}
 
-    def pixel_losses(self, modules: nn.ModuleDict, video: Tensor) -> list[Tensor]:
-        """Teacher stage: reconstruct the normalised pixels of masked tubelets from visible ones."""
+    def pixel_losses(self, modules: nn.ModuleDict, video: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Teacher stage: reconstruct the normalised pixels of masked tubelets from visible ones.
+
+        Returns the loss per mask family and the token counts the masks left (`token_counts`)."""
         pixels = normalize_patches(patchify(video, self.grid.tubelet, self.grid.patch))
         losses = []
-        for ctx, tgt in draw_masks(self.maskers, video, self.generator):
+        pairs = draw_masks(self.maskers, video, self.generator)
+        for ctx, tgt in pairs:
             pred = modules["decoder"](modules["teacher"](video, keep=ctx), ctx, tgt)
             losses.append(masked_pixel_loss(pred, pixels, tgt))
-        return losses
+        return losses, token_counts(pairs, video.device)
 
-    def latent_losses(self, modules: nn.ModuleDict, video: Tensor) -> list[Tensor]:
-        """Student stage: predict the frozen teacher's layer-normed latents of masked tubelets."""
+    def latent_losses(self, modules: nn.ModuleDict, video: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Student stage: predict the frozen teacher's layer-normed latents of masked tubelets.
+
+        Returns the loss per mask family and the token counts the masks left (`token_counts`)."""
         target = self.teacher_targets(modules["teacher"], video)
         losses = []
-        for ctx, tgt in draw_masks(self.maskers, video, self.generator):
+        pairs = draw_masks(self.maskers, video, self.generator)
+        for ctx, tgt in pairs:
             pred = modules["predictor"](modules["student"](video, keep=ctx), ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), L1))
-        return losses
+        return losses, token_counts(pairs, video.device)
 
     @staticmethod
     def teacher_targets(teacher: nn.Module, video: Tensor) -> Tensor:

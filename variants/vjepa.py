@@ -2,10 +2,13 @@
 
 Context encoder sees the visible tubelets; a narrow predictor fills the masked ones; the
 loss is L1 to the layer-normed target features. The target is an EMA of the encoder, with
-momentum ramped 0.998 -> 1.0. Two mask families per clip (short- and long-range blocks).
+momentum ramped linearly to 1.0 from a start sized to the run (the paper's 0.998 is one override
+away). Two mask families per clip (short- and long-range blocks), each leaving at least
+`min_context` visible tokens.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -13,20 +16,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from variants.base import Variant
-from variants.nn.ema import ema_update, frozen_copy, momentum_at
+from variants.nn.ema import (
+    ema_start_for_half_life,
+    ema_update,
+    frozen_copy,
+    initial_weight_share,
+    momentum_at,
+)
 from variants.nn.masks import LONG_RANGE, SHORT_RANGE, MultiBlockMasker
 from variants.nn.vit import Predictor, TokenGrid, VideoViT, gather_tokens
 
 
 @dataclass
 class VJEPAConfig:
+    """V-JEPA's hyper-parameters.
+
+    The EMA momentum ramps linearly from `ema_start` to `ema_end` over the run. `ema_start=0`
+    derives the start from `ema_half_life`: the fraction of the run's steps after which the target
+    keeps half of its initial (random) weights, whatever the run's length. The paper's fixed start,
+    chosen for ~90k-step runs, is `variant.ema_start=0.998` (after 256 steps it keeps 77 % of its init).
+    """
+
     name: str = "vjepa"
     pred_dim: int = 96
     pred_depth: int = 4
     pred_heads: int = 3
-    ema_start: float = 0.998
+    ema_start: float = 0.0  # 0 = derived from ema_half_life; the paper's is 0.998
+    ema_half_life: float = 0.1  # share of the run's steps until the target holds half its initial weights
     ema_end: float = 1.0
     loss_exp: float = 1.0  # 1 = L1 (V-JEPA), 2 = squared error
+    min_context: int = 8  # fewest visible tokens a mask leaves (small grids leave ~2 without it)
 
 
 def token_grid(cfg, spec) -> TokenGrid:
@@ -41,8 +60,30 @@ def latent_regression_loss(pred: Tensor, target: Tensor, exponent: float) -> Ten
     return (pred - target).abs().pow(exponent).mean() / exponent
 
 
-def video_maskers(grid: TokenGrid) -> list[MultiBlockMasker]:
-    return [MultiBlockMasker(grid.shape, SHORT_RANGE), MultiBlockMasker(grid.shape, LONG_RANGE)]
+def video_maskers(grid: TokenGrid, min_context: int = 1) -> list[MultiBlockMasker]:
+    return [MultiBlockMasker(grid.shape, SHORT_RANGE, min_context), MultiBlockMasker(grid.shape, LONG_RANGE, min_context)]
+
+
+def token_counts(pairs: list[tuple[Tensor, Tensor]], device: torch.device) -> dict[str, Tensor]:
+    """Context and target tokens per clip, mean over the mask families; from shapes only (traced on meta too)."""
+    def mean_width(column: int) -> Tensor:
+        return torch.tensor(sum(pair[column].size(1) for pair in pairs) / len(pairs), device=device)
+
+    return {"tokens_context": mean_width(0), "tokens_target": mean_width(1)}
+
+
+def check_min_context(cfg, fail) -> None:
+    """`variant.min_context` >= 1 and below the run's token count, so every mask keeps a target token."""
+    min_context = int(cfg.variant.min_context)
+    if min_context < 1:
+        fail("variant.min_context", f"is {min_context}", "use at least 1 visible token, e.g. 8")
+    if None in (cfg.data.get("frames"), cfg.data.get("size"), cfg.model.get("patch"), cfg.model.get("tubelet")):
+        return  # not a clip or not a ViT: no token grid to check against
+    grid = token_grid(cfg, cfg.data)
+    tokens = grid.shape[0] * grid.shape[1] * grid.shape[2]
+    if min_context >= tokens:
+        fail("variant.min_context", f"({min_context}) leaves no target token on the {'x'.join(map(str, grid.shape))} "
+             f"token grid ({tokens} tokens)", f"use fewer than {tokens}, or a smaller model.patch / model.tubelet")
 
 
 def draw_masks(maskers: list[MultiBlockMasker], video: Tensor, generator: torch.Generator) -> list[tuple[Tensor, Tensor]]:
@@ -52,6 +93,11 @@ def draw_masks(maskers: list[MultiBlockMasker], video: Tensor, generator: torch.
         masks = masker(video.size(0), generator)
         pairs.append((masks.context.to(video.device), masks.target.to(video.device)))
     return pairs
+
+
+def flat_weights(module: nn.Module) -> Tensor:
+    """All of a module's parameters as one detached vector."""
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
 
 
 def check_heads_divide(v, prefixes: tuple[str, ...], fail) -> None:
@@ -70,17 +116,36 @@ class VJEPA(Variant):
     def __init__(self, cfg, data_spec):
         super().__init__(cfg, data_spec)
         self.grid = token_grid(cfg, data_spec)
-        self.maskers = video_maskers(self.grid)
+        self.maskers = video_maskers(self.grid, int(cfg.variant.min_context))
+        self.ema_progress = (0, 1)  # (last step, total steps) after_step saw, for diagnostics
+        # The target's weights as built, per target module (the build of a fresh baseline copy does not clobber them).
+        self.initial_target: weakref.WeakKeyDictionary[nn.Module, Tensor] = weakref.WeakKeyDictionary()
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
-        check_heads_divide(cfg.variant, ("pred",), fail)
+        v = cfg.variant
+        check_heads_divide(v, ("pred",), fail)
+        if v.ema_start == 0 and not 0.0 < v.ema_half_life < 1.0:
+            fail("variant.ema_half_life", f"is {v.ema_half_life}", "use a share of the run's steps strictly between 0 and 1, e.g. 0.1")
+        if v.ema_start != 0 and not 0.0 < v.ema_start < 1.0:
+            fail("variant.ema_start", f"is {v.ema_start}", "use a momentum strictly between 0 and 1 (the paper's is 0.998), "
+                 "or 0 to derive it from variant.ema_half_life")
+        check_min_context(cfg, fail)
+
+    def ema_start(self, total_steps: int) -> float:
+        """The configured start momentum, or the one that gives the configured half-life over `total_steps`."""
+        v = self.cfg.variant
+        if float(v.ema_start):
+            return float(v.ema_start)
+        return ema_start_for_half_life(int(total_steps), float(v.ema_half_life), float(v.ema_end))
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
         encoder = make_encoder(self.cfg.model, self.grid, self.data_spec.channels)
         predictor = Predictor(self.grid, encoder.dim, int(v.pred_dim), int(v.pred_depth), int(v.pred_heads))
-        return nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": frozen_copy(encoder)})
+        target = frozen_copy(encoder)
+        self.initial_target[target] = flat_weights(target).clone()
+        return nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": target})
 
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         video = batch[self.data_spec.input_key]
@@ -88,15 +153,32 @@ class VJEPA(Variant):
             target = modules["target_encoder"](video)
             target = F.layer_norm(target, target.shape[-1:])
         losses = []
-        for ctx, tgt in draw_masks(self.maskers, video, self.generator):
+        pairs = draw_masks(self.maskers, video, self.generator)
+        for ctx, tgt in pairs:
             pred = modules["predictor"](modules["encoder"](video, keep=ctx), ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp)))
         loss = torch.stack(losses).mean()
-        return {"loss": loss, "loss_short": losses[0].detach(), "loss_long": losses[1].detach()}
+        return {"loss": loss, "loss_short": losses[0].detach(), "loss_long": losses[1].detach(),
+                **token_counts(pairs, video.device)}
 
     def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
-        v = self.cfg.variant
-        ema_update(modules["target_encoder"], modules["encoder"], momentum_at(step, total_steps, v.ema_start, v.ema_end))
+        self.ema_progress = (step, total_steps)
+        momentum = momentum_at(step, total_steps, self.ema_start(total_steps), float(self.cfg.variant.ema_end))
+        ema_update(modules["target_encoder"], modules["encoder"], momentum)
+
+    @torch.no_grad()
+    def diagnostics(self, modules: nn.ModuleDict, stage: str) -> dict[str, float]:
+        """The EMA's last momentum, the share of its initial weights the target still holds, and how far
+        (relative L2) the target has moved from them: a target that never left its init teaches nothing."""
+        step, total = self.ema_progress
+        start, end = self.ema_start(total), float(self.cfg.variant.ema_end)
+        out = {"ema_momentum": momentum_at(step, total, start, end), "ema_init_share": initial_weight_share(step, total, start, end)}
+        target = modules["target_encoder"]
+        initial = self.initial_target.get(target)
+        if initial is not None:
+            initial = self.initial_target[target] = initial.to(next(target.parameters()).device)  # moved once
+            out["ema_drift"] = float(torch.linalg.vector_norm(flat_weights(target) - initial) / torch.linalg.vector_norm(initial))
+        return out
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         return modules["target_encoder"](batch[self.data_spec.input_key])

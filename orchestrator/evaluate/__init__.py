@@ -6,7 +6,7 @@
 * `baselines`: `<metric>/random_init` and `<metric>/raw_input`, cached on disk once per config.
 * `run`: `evaluation_data` and `run_evaluations`, the one call the self-supervised host makes.
 * one file per kind: class_probe, regression_probe, dense_probe, downstream_mlp, zero_shot_returns,
-  rollout_success.
+  rollout_success, feature_stats (effective rank and variance of the features: the collapse detector).
 
 This `__init__` imports nothing, so `orchestrator.config` can read the registry without a circle.
 """

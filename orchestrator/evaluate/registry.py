@@ -10,12 +10,13 @@ from orchestrator.evaluate.base import Evaluation
 from orchestrator.evaluate.class_probe import ClassProbe
 from orchestrator.evaluate.dense_probe import DenseProbe
 from orchestrator.evaluate.downstream_mlp import DownstreamMLP
+from orchestrator.evaluate.feature_stats import FeatureStats
 from orchestrator.evaluate.regression_probe import RegressionProbe
 from orchestrator.evaluate.rollout_success import RolloutSuccess
 from orchestrator.evaluate.zero_shot_returns import ZeroShotReturns
 from variants.base import DataSpec
 
-BUILT_IN = (ClassProbe, RegressionProbe, DenseProbe, DownstreamMLP, ZeroShotReturns, RolloutSuccess)
+BUILT_IN = (ClassProbe, RegressionProbe, DenseProbe, DownstreamMLP, ZeroShotReturns, RolloutSuccess, FeatureStats)
 GROUP = "jepa_orchestrator.evaluations"
 
 
@@ -39,7 +40,8 @@ def evaluation(name: str) -> Evaluation:
 
 def choose(spec: DataSpec, host: str = "ssl", kinds=()) -> list[str]:
     """`kinds` (the config's `eval.kinds`) if given, else every kind whose `chosen_for` accepts the data:
-    classes -> class_probe, floats -> regression_probe, per-patch labels -> dense_probe, rl -> zero_shot_returns."""
+    classes -> class_probe, floats -> regression_probe, per-patch labels -> dense_probe, rl -> zero_shot_returns;
+    self-supervised runs with classes or floats also get feature_stats (the collapse detector)."""
     if kinds:
         return [evaluation(name).name for name in kinds]
     return [name for name, e in evaluations().items() if e.chosen_for(spec, host)]

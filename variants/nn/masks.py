@@ -65,9 +65,15 @@ def sample_masked_grid(gen: torch.Generator, spec: BlockSpec, grid: tuple[int, i
 
 
 class MultiBlockMasker:
-    """Draws (context, target) index pairs for a batch from one BlockSpec."""
+    """Draws (context, target) index pairs for a batch from one BlockSpec.
+
+    Every row keeps at least `min_context` context tokens (so does the batch after truncation to
+    its shortest row): on small grids large blocks would otherwise leave one or two visible tokens.
+    """
 
     def __init__(self, grid: tuple[int, int, int], spec: BlockSpec, min_context: int = 1):
+        if not 1 <= min_context < math.prod(grid):
+            raise ValueError(f"min_context {min_context} must be >= 1 and leave a target token on a {grid} grid")
         self.grid = grid
         self.spec = spec
         self.min_context = min_context
@@ -77,12 +83,18 @@ class MultiBlockMasker:
         contexts, targets = [], []
         for _ in range(batch_size):
             masked = sample_masked_grid(gen, self.spec, self.grid, size).flatten()
-            if (~masked).sum() < self.min_context:  # keep at least a little context
-                keep = torch.randperm(masked.numel(), generator=gen)[: self.min_context]
-                masked[keep] = False
+            unmask_at_least_context(masked, self.min_context, gen)
             contexts.append(torch.nonzero(~masked).flatten())
             targets.append(torch.nonzero(masked).flatten())
         return MaskPair(context=_truncate_stack(contexts), target=_truncate_stack(targets))
+
+
+def unmask_at_least_context(masked: Tensor, min_context: int, gen: torch.Generator) -> None:
+    """Unmask random masked tokens until `min_context` are visible (in place); the rest stay targets."""
+    missing = min_context - int((~masked).sum())
+    if missing > 0:
+        candidates = torch.nonzero(masked).flatten()
+        masked[candidates[torch.randperm(len(candidates), generator=gen)[:missing]]] = False
 
 
 def _truncate_stack(rows: list[Tensor]) -> Tensor:

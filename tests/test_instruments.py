@@ -1,0 +1,146 @@
+"""Issue 14's instruments: the collapse detector, an EMA sized to the run, masks that keep context,
+and a V-JEPA run that logs them all. No Ray: the loop runs bare."""
+import pytest
+import torch
+
+from orchestrator.config import ConfigError, compose_run, to_plain
+from orchestrator.evaluate import registry
+from orchestrator.evaluate.base import Features
+from orchestrator.evaluate.feature_stats import collapse_warning
+from orchestrator.results import ResultsStore
+from orchestrator.train import train_loop
+from tests.conftest import tiny_overrides
+from variants.base import DataSpec
+from variants.nn.ema import ema_start_for_half_life, initial_weight_share, momentum_at
+from variants.nn.masks import LONG_RANGE, SHORT_RANGE, MultiBlockMasker
+from variants.nn.vit import TokenGrid, VideoViT
+from variants.vjepa import VJEPA
+
+SPEC = DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4})
+
+
+def cfg_for(tmp_path, *extra):
+    return compose_run([*tiny_overrides(tmp_path, str(tmp_path / "data")), "budget.steps=4", *extra])
+
+
+# --- collapse detector ------------------------------------------------------------------------
+def stats(tokens: torch.Tensor, tmp_path) -> dict[str, float]:
+    feats = Features(tokens)
+    return registry.evaluation("feature_stats").score(feats, feats, SPEC, cfg_for(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def random_tokens() -> torch.Tensor:
+    """A random-init VideoViT's tokens on random clips: [64 clips, 64 tokens, 64 dims]."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        encoder = VideoViT(TokenGrid(frames=8, size=32, patch=8, tubelet=2), dim=64, depth=2, heads=2).eval()
+    with torch.no_grad():
+        return encoder(torch.rand(64, 3, 8, 32, 32, generator=gen))
+
+
+def test_collapse_detector_fires_on_a_constant_encoder(random_tokens, tmp_path):
+    constant = random_tokens[:1, :1].expand_as(random_tokens).contiguous()
+    out = stats(constant, tmp_path)
+    assert out["feature_collapsed"] == 1.0 and out["feature_rank"] == 0.0 and out["feature_var"] < 1e-9
+    ignores_input = random_tokens[:1].expand_as(random_tokens).contiguous()  # varies with position only
+    assert stats(ignores_input, tmp_path)["feature_collapsed"] == 1.0
+
+
+def test_collapse_detector_stays_quiet_on_a_random_encoder(random_tokens, tmp_path):
+    out = stats(random_tokens, tmp_path)
+    assert out["feature_collapsed"] == 0.0
+    assert out["feature_rank"] > 0.25 * random_tokens.shape[-1] and out["feature_var"] > 0.1
+    gaussian = torch.randn(256, 16, 32, generator=torch.Generator().manual_seed(1))
+    assert stats(gaussian, tmp_path)["feature_rank"] == pytest.approx(32, rel=0.1)  # isotropic: every direction
+
+
+def test_collapse_warning_names_the_run_and_the_fixes(tmp_path):
+    cfg = cfg_for(tmp_path)
+    assert collapse_warning({"feature_collapsed": 0.0, "feature_rank": 30.0}, cfg, "r1", "main") is None
+    line = collapse_warning({"feature_collapsed": 1.0, "feature_rank": 1.5, "step": 7}, cfg, "r1", "teacher")
+    assert "'r1'" in line and "'teacher'" in line and "1.50" in line and "optim.lr" in line and "optim.grad_clip" in line
+
+
+# --- EMA sized to the run ---------------------------------------------------------------------
+@pytest.mark.parametrize("total", [100, 1000, 10_000, 100_000])
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.25])
+def test_target_half_life_is_the_configured_fraction_of_the_run(total, fraction):
+    start = ema_start_for_half_life(total, fraction)
+    share, crossed = 1.0, None
+    for step in range(1, total + 1):
+        share *= momentum_at(step, total, start, 1.0)  # what ema_update does to the initial weights
+        if crossed is None and share <= 0.5:
+            crossed, share_then = step, share
+    assert abs(crossed - round(fraction * total)) <= 1
+    assert initial_weight_share(crossed, total, start) == pytest.approx(share_then, rel=1e-9)
+    assert initial_weight_share(total, total, start) == pytest.approx(share, rel=1e-9)
+
+
+def test_vjepa_target_keeps_the_predicted_share_of_its_init(tmp_path):
+    """Through the variant: online weights 0, target weights 1, so the target holds exactly its init share."""
+    cfg = cfg_for(tmp_path, "variant.ema_half_life=0.25")
+    variant = VJEPA(cfg, SPEC)
+    modules = variant.build("main")
+    with torch.no_grad():
+        for p in modules["encoder"].parameters():
+            p.zero_()
+        for p in modules["target_encoder"].parameters():
+            p.fill_(1.0)
+    total = 40
+    for step in range(1, 11):
+        variant.after_step(modules, step, total, "main")
+    diag = variant.diagnostics(modules, "main")
+    kept = next(modules["target_encoder"].parameters()).flatten()[0].item()
+    assert diag["ema_init_share"] == pytest.approx(kept, rel=1e-5) and diag["ema_init_share"] == pytest.approx(0.5, abs=0.02)
+    assert diag["ema_momentum"] == pytest.approx(momentum_at(10, total, variant.ema_start(total)))
+    assert diag["ema_drift"] > 0
+
+
+def test_paper_ema_start_is_one_override_away(tmp_path):
+    variant = VJEPA(cfg_for(tmp_path, "variant.ema_start=0.998"), SPEC)
+    assert variant.ema_start(256) == 0.998
+    assert initial_weight_share(256, 256, 0.998) == pytest.approx(0.77, abs=0.01)  # the issue's measurement
+
+
+@pytest.mark.parametrize("override, key", [("variant.ema_half_life=1.5", "variant.ema_half_life"),
+                                           ("variant.ema_half_life=0", "variant.ema_half_life"),
+                                           ("variant.ema_start=1.2", "variant.ema_start"),
+                                           ("variant.min_context=0", "variant.min_context"),
+                                           ("variant.min_context=64", "variant.min_context"),
+                                           ("eval.collapse_rank_frac=1.5", "eval.collapse_rank_frac")])
+def test_instrument_settings_out_of_range_are_config_errors(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        cfg_for(tmp_path, override)
+
+
+# --- masks keep context -----------------------------------------------------------------------
+@pytest.mark.parametrize("family", [SHORT_RANGE, LONG_RANGE], ids=["short", "long"])
+def test_masks_keep_min_context_on_the_default_grid(tmp_path, family):
+    variant = VJEPA(cfg_for(tmp_path), SPEC)
+    assert variant.grid.shape == (4, 4, 4)
+    min_context = int(variant.cfg.variant.min_context)
+    masker = MultiBlockMasker(variant.grid.shape, family, min_context)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        pair = masker(8, gen)
+        assert pair.context.shape[1] >= min_context and pair.target.shape[1] >= 1
+    widths = [m(8, gen).context.shape[1] for m in variant.maskers for _ in range(50)]
+    assert min(widths) >= min_context  # the variant's own maskers carry the setting
+
+
+# --- a run logs them --------------------------------------------------------------------------
+def test_tiny_vjepa_run_logs_the_instruments(tmp_path, data_root, capsys):
+    cfg = compose_run(tiny_overrides(tmp_path, data_root) + ["budget.steps=4", "sweep=instruments",
+                                                               "eval.collapse_rank_frac=0.99"])
+    metrics = train_loop({"config": to_plain(cfg), "run_id": "inst", "session": "local"})
+    rows = ResultsStore(tmp_path).metrics("instruments", "inst")
+    names = set(rows["metric"].to_list())
+    assert {"ema_momentum", "ema_init_share", "ema_drift", "tokens_context", "tokens_target",
+            "feature_rank", "feature_var", "feature_collapsed", "feature_rank/random_init"} <= names
+    assert rows.filter(metric="ema_init_share")["step"].to_list() == [2, 4]  # every log step
+    assert 0.0 < metrics["ema_drift"] and 0.0 <= metrics["ema_init_share"] < 1.0
+    assert metrics["tokens_context"] >= 8 and metrics["tokens_context"] + metrics["tokens_target"] <= 64
+    assert metrics["feature_collapsed"] == 1.0  # 0.99 of the width: nothing real reaches it
+    assert "features collapsed" in capsys.readouterr().err
