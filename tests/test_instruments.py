@@ -144,3 +144,19 @@ def test_tiny_vjepa_run_logs_the_instruments(tmp_path, data_root, capsys):
     assert metrics["tokens_context"] >= 8 and metrics["tokens_context"] + metrics["tokens_target"] <= 64
     assert metrics["feature_collapsed"] == 1.0  # 0.99 of the width: nothing real reaches it
     assert "features collapsed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("which", "module"), [("target", "target_encoder"), ("online", "encoder")])
+def test_probes_read_the_chosen_vjepa_encoder(tmp_path, which, module):
+    cfg = cfg_for(tmp_path, f"variant.probe_encoder={which}")
+    variant = VJEPA(cfg, DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4}))
+    modules = variant.build("main")
+    with torch.no_grad():
+        modules["encoder"].patch_embed.weight.add_(1.0)  # online and target now differ
+        video = torch.rand(2, 3, 8, 32, 32)
+        assert torch.equal(variant.features(modules, {"video": video}), modules[module](video))
+
+
+def test_unknown_probe_encoder_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="variant.probe_encoder"):
+        cfg_for(tmp_path, "variant.probe_encoder=student")

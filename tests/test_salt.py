@@ -223,3 +223,23 @@ def test_sweep_over_teachers_of_a_sweep_that_never_ran_fails_clearly(tmp_path):
                           "space: {variant.teacher_checkpoint: {stages_of: [salt_teachers, teacher]}}\n")
     with pytest.raises(SweepError, match="run that sweep first"):
         load_sweep(sweep_file, [f"storage={tmp_path}"])
+
+
+def test_teacher_stage_runs_at_its_own_learning_rate(tmp_path):
+    """teacher_lr_scale multiplies the teacher's scheduled lr and leaves the student's alone."""
+    from orchestrator.optim import make_optimizer, set_schedules
+
+    cfg = salt_cfg(tmp_path, "variant.teacher_lr_scale=0.1", "optim.lr=1e-3", "optim.warmup_frac=0.0")
+    variant = SALT(cfg, SPEC)
+    teacher = variant.build("teacher")
+    lr_of = {}
+    for stage, modules in (("teacher", teacher), ("student", variant.build("student", teacher))):
+        optimizer = make_optimizer(variant, modules, stage, cfg)
+        base = set_schedules(optimizer, cfg, 0, 10)
+        lr_of[stage] = sorted(round(group["lr"] / base, 9) for group in optimizer.param_groups)
+    assert lr_of == {"teacher": [0.1, 0.1], "student": [1.0, 1.0]}
+
+
+def test_teacher_lr_scale_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match="variant.teacher_lr_scale"):
+        salt_cfg(tmp_path, "variant.teacher_lr_scale=0")

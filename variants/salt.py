@@ -45,6 +45,7 @@ class SALTConfig:
     teacher_dim: int = 0
     teacher_heads: int = 0
     teacher_fraction: float = 0.2  # share of the run's budget spent training the teacher
+    teacher_lr_scale: float = 1.0  # the teacher stage's lr is optim.lr times this (pixel reconstruction collapses at lrs a student takes)
     decoder_dim: int = 96  # pixel decoder of the teacher stage
     decoder_depth: int = 4
     decoder_heads: int = 3
@@ -136,6 +137,8 @@ class SALT(Variant):
         v = cfg.variant
         if not 0.0 < v.teacher_fraction < 1.0:
             fail("variant.teacher_fraction", f"is {v.teacher_fraction}", "use a share strictly between 0 and 1, e.g. 0.2")
+        if v.teacher_lr_scale <= 0:
+            fail("variant.teacher_lr_scale", f"is {v.teacher_lr_scale}", "use a positive multiplier of optim.lr, e.g. 0.1")
         if v.teacher_model not in VIT_SIZES:
             fail("variant.teacher_model", f"is {v.teacher_model!r}", f"use one of {', '.join(VIT_SIZES)}")
         check_heads_divide(v, ("decoder", "pred"), fail)
@@ -246,6 +249,14 @@ class SALT(Variant):
         with torch.no_grad():
             target = teacher(video)
             return F.layer_norm(target, target.shape[-1:])
+
+    def param_groups(self, modules: nn.ModuleDict, stage: str) -> list[dict]:
+        """The teacher stage's groups run at `variant.teacher_lr_scale` times the scheduled lr."""
+        groups = super().param_groups(modules, stage)
+        if stage == "teacher":
+            for group in groups:
+                group["lr_scale"] = group.get("lr_scale", 1.0) * float(self.cfg.variant.teacher_lr_scale)
+        return groups
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         """The student's tokens once it exists, else the teacher's (a teacher-only evaluation)."""

@@ -46,6 +46,10 @@ class VJEPAConfig:
     ema_end: float = 1.0
     loss_exp: float = 1.0  # 1 = L1 (V-JEPA), 2 = squared error
     min_context: int = 8  # fewest visible tokens a mask leaves (small grids leave ~2 without it)
+    probe_encoder: str = "target"  # which encoder the probes read: the EMA "target" (the paper's) or the "online" one
+
+
+PROBE_ENCODERS = {"target": "target_encoder", "online": "encoder"}  # variant.probe_encoder -> module
 
 
 def token_grid(cfg, spec) -> TokenGrid:
@@ -131,6 +135,8 @@ class VJEPA(Variant):
             fail("variant.ema_start", f"is {v.ema_start}", "use a momentum strictly between 0 and 1 (the paper's is 0.998), "
                  "or 0 to derive it from variant.ema_half_life")
         check_min_context(cfg, fail)
+        if v.probe_encoder not in PROBE_ENCODERS:
+            fail("variant.probe_encoder", f"is {v.probe_encoder!r}", f"use one of {', '.join(PROBE_ENCODERS)}")
 
     def ema_start(self, total_steps: int) -> float:
         """The configured start momentum, or the one that gives the configured half-life over `total_steps`."""
@@ -181,4 +187,4 @@ class VJEPA(Variant):
         return out
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
-        return modules["target_encoder"](batch[self.data_spec.input_key])
+        return modules[PROBE_ENCODERS[self.cfg.variant.probe_encoder]](batch[self.data_spec.input_key])
