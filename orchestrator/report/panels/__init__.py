@@ -4,7 +4,8 @@
 Their order here is the order they appear in a report (so not sorted: the file opts out of I001).
 """
 
-from orchestrator.report.panels import zero_shot  # noqa: F401  (registers by import)
+from orchestrator.report.panels import seeds  # noqa: F401  (registers by import)
+from orchestrator.report.panels import zero_shot  # noqa: F401
 from orchestrator.report.panels import isoflop  # noqa: F401
 from orchestrator.report.panels import teacher_quality  # noqa: F401
 from orchestrator.report.panels import pareto  # noqa: F401
