@@ -94,7 +94,7 @@ class OptimConfig:
     self-supervised variants, constant-lr Adam for the zero-shot RL agents)."""
 
     name: str | None = None  # adamw | adam | sgd
-    lr: float = 1e-3
+    lr: float | None = None  # the variant's default: 5e-4 for the self-supervised ones (see variants/base.py)
     schedule: str | None = None  # cosine | constant | linear (after the warm-up, down to min_lr_frac·lr)
     min_lr_frac: float = 0.01  # schedule floor as a fraction of lr
     warmup_frac: float | None = None  # linear warm-up over this share of a stage's steps
@@ -102,13 +102,13 @@ class OptimConfig:
     final_weight_decay: float | None = None  # reached along the schedule (a cosine ramp, as in I-JEPA)
     betas: tuple[float, float] = (0.9, 0.999)  # adamw / adam
     momentum: float = 0.0  # sgd only
-    grad_clip: float = 0.0  # 0 = off
+    grad_clip: float | None = None  # global-norm clip; 0 = off; the variant's default (1.0 self-supervised)
 
 
 def fill_optim_defaults(cfg: DictConfig) -> None:
     """Unset `optim.*` keys from the variant's `optim_defaults` (so stored configs say what ran)."""
     defaults = registry.variant(cfg.variant.name).optim_defaults
-    for key in ("name", "schedule", "warmup_frac", "weight_decay", "final_weight_decay"):
+    for key in ("name", "lr", "schedule", "warmup_frac", "weight_decay", "final_weight_decay", "grad_clip"):
         if cfg.optim[key] is None:
             cfg.optim[key] = defaults[key]
 

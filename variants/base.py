@@ -62,8 +62,10 @@ class Variant:
     # teacher_fraction): the FLOP counter reuses its trace across them.
     budget_keys: ClassVar[tuple[str, ...]] = ()
     """Config fields the FLOP counter ignores when it reuses a trace (they change the split, not a step)."""
-    optim_defaults: ClassVar[dict[str, Any]] = {"name": "adamw", "schedule": "cosine", "warmup_frac": 0.1,
-                                                "weight_decay": 0.04, "final_weight_decay": 0.4}
+    # lr 5e-4 and clipping at 1.0: at lr 1e-3 unclipped, a SALT teacher collapsed to predicting each patch's
+    # mean within 150 steps and V-JEPA's probes fell below a random-init encoder's (docs/results/salt.md).
+    optim_defaults: ClassVar[dict[str, Any]] = {"name": "adamw", "lr": 5e-4, "schedule": "cosine", "warmup_frac": 0.1,
+                                                "weight_decay": 0.04, "final_weight_decay": 0.4, "grad_clip": 1.0}
     """Values of `optim.*` keys the run leaves unset (null): its method's usual optimiser and schedule."""
     # Model families (`model=` config groups: "vit", "mlp", "cnn") whose node this variant builds from cfg.model;
     # validation names the accepted `model=` choices when a run pairs it with another family.

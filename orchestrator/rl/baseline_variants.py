@@ -33,6 +33,7 @@ class RLlibBaseline(RLlibAlgorithm, Variant):
 
     Config = BaselineConfig
     host: ClassVar[str] = "rllib_algorithm"
+    optim_defaults: ClassVar[dict] = {**Variant.optim_defaults, "lr": 1e-3, "grad_clip": 0.0}  # RLlib's own settings otherwise
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:

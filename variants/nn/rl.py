@@ -157,8 +157,8 @@ class ZeroShotAgent(ZeroShot, Variant):
     and EMA targets (`target_<name>` for each name in `online`) moved by a fixed τ."""
 
     # What their RLlib learner always used: Adam at a constant optim.lr, no weight decay, no warm-up.
-    optim_defaults = {"name": "adam", "schedule": "constant", "warmup_frac": 0.0, "weight_decay": 0.0,
-                      "final_weight_decay": 0.0}
+    optim_defaults = {"name": "adam", "lr": 1e-3, "schedule": "constant", "warmup_frac": 0.0, "weight_decay": 0.0,
+                      "final_weight_decay": 0.0, "grad_clip": 0.0}
     online: tuple[str, ...] = ()
     task_key: str = ""  # the variant config field that sizes z
 
