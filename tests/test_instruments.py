@@ -160,3 +160,25 @@ def test_probes_read_the_chosen_vjepa_encoder(tmp_path, which, module):
 def test_unknown_probe_encoder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="variant.probe_encoder"):
         cfg_for(tmp_path, "variant.probe_encoder=student")
+
+
+def test_mask_blocks_span_the_configured_share_of_time(tmp_path):
+    """The paper's tubes (1.0) mask a position at all 4 time tokens or none; blocks over half the
+    time (0.5) leave positions masked at 2 times and visible at the others."""
+    spec = DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4})
+    gen = torch.Generator().manual_seed(0)
+    for scale in (0.5, 1.0):
+        variant = VJEPA(cfg_for(tmp_path, f"variant.mask_temporal_scale={scale}", "variant.min_context=1"), spec)
+        for masker in variant.maskers:
+            counts = set()
+            for _ in range(20):
+                masked = torch.zeros(masker.grid).flatten().bool()
+                masked[masker(1, gen).target[0]] = True
+                counts |= set(masked.view(masker.grid).sum(0).flatten().tolist())  # times each (h, w) is masked
+            # (3: the one token min_context=1 unmasks when a long-range mask covers everything)
+            assert not counts & {1, 2} if scale == 1.0 else 2 in counts, (scale, counts)
+
+
+def test_mask_temporal_scale_out_of_range_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="variant.mask_temporal_scale"):
+        cfg_for(tmp_path, "variant.mask_temporal_scale=0")

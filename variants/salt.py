@@ -24,13 +24,13 @@ from variants.nn.ema import frozen_copy
 from variants.nn.vit import VIT_SIZES, Predictor, gather_tokens
 from variants.vjepa import (
     check_heads_divide,
-    check_min_context,
+    check_masks,
     draw_masks,
     latent_regression_loss,
     make_encoder,
     token_counts,
     token_grid,
-    video_maskers,
+    variant_maskers,
 )
 
 L1 = 1.0  # latent loss exponent, as V-JEPA
@@ -58,6 +58,7 @@ class SALTConfig:
     # run then has only the student stage, and the teacher's cost is reported as inherited.
     teacher_checkpoint: str = ""
     min_context: int = 8  # fewest visible tokens a mask leaves, in both stages (as V-JEPA's)
+    mask_temporal_scale: float = 0.5  # share of the time tokens a mask block spans, in both stages (as V-JEPA's)
 
 
 class ViTSize(NamedTuple):
@@ -127,7 +128,7 @@ class SALT(Variant):
     def __init__(self, cfg, data_spec):
         super().__init__(cfg, data_spec)
         self.grid = token_grid(cfg, data_spec)  # teacher and student share tubelets, so token i is the same region
-        self.maskers = video_maskers(self.grid, int(cfg.variant.min_context))
+        self.maskers = variant_maskers(cfg, self.grid)
         self.reused_teacher = load_teacher_checkpoint(cfg.variant.teacher_checkpoint) if cfg.variant.teacher_checkpoint else None
         if self.reused_teacher is not None:
             self.stages = ("student",)
@@ -144,7 +145,7 @@ class SALT(Variant):
         if v.teacher_model not in VIT_SIZES:
             fail("variant.teacher_model", f"is {v.teacher_model!r}", f"use one of {', '.join(VIT_SIZES)}")
         check_heads_divide(v, ("decoder", "pred"), fail)
-        check_min_context(cfg, fail)
+        check_masks(cfg, fail)
         if v.teacher_checkpoint:
             check_teacher_checkpoint(cfg, fail)
             return

@@ -4,10 +4,11 @@ Context encoder sees the visible tubelets; a narrow predictor fills the masked o
 loss is L1 to the layer-normed target features. The target is an EMA of the encoder, with
 momentum ramped linearly to 1.0 from a start sized to the run (the paper's 0.998 is one override
 away). Two mask families per clip (short- and long-range blocks), each leaving at least
-`min_context` visible tokens.
+`min_context` visible tokens; blocks span `mask_temporal_scale` of the clip's time (the paper: all of it).
 """
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass
 
@@ -46,6 +47,10 @@ class VJEPAConfig:
     ema_end: float = 1.0
     loss_exp: float = 1.0  # 1 = L1 (V-JEPA), 2 = squared error
     min_context: int = 8  # fewest visible tokens a mask leaves (small grids leave ~2 without it)
+    # Share of the clip's time tokens a mask block spans. The paper's tubes (1.0) never ask the predictor
+    # where something is at one time given other times; at laptop scale that lost the motion label
+    # (docs/results/learning_signal.md), and 0.5 kept it.
+    mask_temporal_scale: float = 0.5
     probe_encoder: str = "target"  # which encoder the probes read: the EMA "target" (the paper's) or the "online" one
 
 
@@ -64,8 +69,24 @@ def latent_regression_loss(pred: Tensor, target: Tensor, exponent: float) -> Ten
     return (pred - target).abs().pow(exponent).mean() / exponent
 
 
-def video_maskers(grid: TokenGrid, min_context: int = 1) -> list[MultiBlockMasker]:
-    return [MultiBlockMasker(grid.shape, SHORT_RANGE, min_context), MultiBlockMasker(grid.shape, LONG_RANGE, min_context)]
+def video_maskers(grid: TokenGrid, min_context: int = 1, temporal_scale: float = 1.0) -> list[MultiBlockMasker]:
+    """V-JEPA's short- and long-range families, each block spanning `temporal_scale` of the time tokens."""
+    spans = (temporal_scale, temporal_scale)
+    return [MultiBlockMasker(grid.shape, dataclasses.replace(family, temporal_scale=spans), min_context)
+            for family in (SHORT_RANGE, LONG_RANGE)]
+
+
+def variant_maskers(cfg, grid: TokenGrid) -> list[MultiBlockMasker]:
+    """The maskers a V-JEPA-style variant's `variant.min_context` and `variant.mask_temporal_scale` ask for."""
+    return video_maskers(grid, int(cfg.variant.min_context), float(cfg.variant.mask_temporal_scale))
+
+
+def check_masks(cfg, fail) -> None:
+    """The mask keys: a block spans part of the clip's time, and every mask keeps context and target."""
+    scale = cfg.variant.mask_temporal_scale
+    if not 0.0 < scale <= 1.0:
+        fail("variant.mask_temporal_scale", f"is {scale}", "use a share of the time tokens in (0, 1]; 1 = the paper's tubes")
+    check_min_context(cfg, fail)
 
 
 def token_counts(pairs: list[tuple[Tensor, Tensor]], device: torch.device) -> dict[str, Tensor]:
@@ -120,7 +141,7 @@ class VJEPA(Variant):
     def __init__(self, cfg, data_spec):
         super().__init__(cfg, data_spec)
         self.grid = token_grid(cfg, data_spec)
-        self.maskers = video_maskers(self.grid, int(cfg.variant.min_context))
+        self.maskers = variant_maskers(cfg, self.grid)
         self.ema_progress = (0, 1)  # (last step, total steps) after_step saw, for diagnostics
         # The target's weights as built, per target module (the build of a fresh baseline copy does not clobber them).
         self.initial_target: weakref.WeakKeyDictionary[nn.Module, Tensor] = weakref.WeakKeyDictionary()
@@ -134,7 +155,7 @@ class VJEPA(Variant):
         if v.ema_start != 0 and not 0.0 < v.ema_start < 1.0:
             fail("variant.ema_start", f"is {v.ema_start}", "use a momentum strictly between 0 and 1 (the paper's is 0.998), "
                  "or 0 to derive it from variant.ema_half_life")
-        check_min_context(cfg, fail)
+        check_masks(cfg, fail)
         if v.probe_encoder not in PROBE_ENCODERS:
             fail("variant.probe_encoder", f"is {v.probe_encoder!r}", f"use one of {', '.join(PROBE_ENCODERS)}")
 
