@@ -74,7 +74,8 @@ def cmd_run(args) -> int:
     run_id = args.run_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     _init_ray(args.address, cfg.storage)
     metrics = launch(cfg, run_id)
-    keys = [k for k in ("step", "flops_total", "loss", "probe_acc", "probe_acc_shape", "probe_acc_motion", "score") if k in metrics]
+    shown = ("step", "flops_total", "loss", "probe_acc", "probe_acc_shape", "probe_acc_motion", "score", "feature_rank")
+    keys = [k for k in metrics if k.split("/")[0] in shown and isinstance(metrics[k], (int, float))]  # with baselines
     console.print(f"[green]run {run_id} finished[/]: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys))
     console.print(f"results: {cfg.storage}/{cfg.sweep}")
     return 0
