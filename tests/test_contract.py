@@ -174,6 +174,17 @@ def test_zero_shot_agents_default_to_constant_lr_adam_without_weight_decay():
     assert {lr_at(cfg, s, 10) for s in range(10)} == {cfg.optim.lr}
 
 
+@pytest.mark.parametrize(("overrides", "lr", "clip"), [
+    (["variant=vjepa"], 5e-4, 1.0), (["variant=salt"], 5e-4, 1.0),  # issue 14: 1e-3 unclipped collapsed a SALT teacher
+    (["variant=td_jepa", "data=exorl_walker_random"], 1e-3, 0.0),
+    (["variant=iql", "variant.task=walk", "data=exorl_walker_random"], 1e-3, 0.0),
+    (["variant=vjepa", "optim.lr=2e-4", "optim.grad_clip=0"], 2e-4, 0.0),  # the user's value wins
+])
+def test_lr_and_grad_clip_come_from_the_variant_unless_set(overrides, lr, clip):
+    cfg = compose_run([*overrides, "budget.steps=10"])
+    assert (cfg.optim.lr, cfg.optim.grad_clip) == (lr, clip)
+
+
 @pytest.mark.parametrize(("override", "key"), [("optim.name=lamb", "optim.name"), ("optim.schedule=step", "optim.schedule"),
                                                ("optim.momentum=0.9", "optim.momentum")])
 def test_bad_optimiser_settings_name_the_key_and_the_fix(override, key):
