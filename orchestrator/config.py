@@ -84,6 +84,7 @@ def model_nodes() -> dict[str, tuple[str, Any]]:
     }
     nodes["mlp"] = ("mlp", MLPConfig())
     nodes["cnn"] = ("cnn", CNNConfig())
+    nodes["tab_transformer"] = ("vit", ModelConfig(name="tab_transformer", dim=32, depth=2, heads=4))  # T-JEPA: one token per column
     return nodes
 
 

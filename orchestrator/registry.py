@@ -13,18 +13,22 @@ from omegaconf import OmegaConf
 
 from orchestrator.datasets import video_datasets
 from orchestrator.entries import DatasetEntry, UnknownNameError
+from orchestrator.linear_data import linear_entries
 from orchestrator.rl.baseline_variants import BASELINES  # RLlib-free: listing variants must not import RLlib
 from orchestrator.rl.datasets import exorl_entries, ogbench_entries
+from orchestrator.tabular_datasets import tabular_entries
 from variants.base import Variant, check_contract
 from variants.fb import FB
+from variants.linear_jepa import LinearJEPA
 from variants.salt import SALT
+from variants.t_jepa import TJEPA
 from variants.td_jepa import TDJEPA
 from variants.vjepa import VJEPA
 
 
 @functools.cache
 def variants() -> dict[str, type[Variant]]:
-    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB, *BASELINES)}
+    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB, TJEPA, LinearJEPA, *BASELINES)}
     for ep in entry_points(group="jepa_orchestrator.variants"):
         cls = ep.load()
         found[cls.name] = cls
@@ -35,7 +39,7 @@ def variants() -> dict[str, type[Variant]]:
 
 @functools.cache
 def datasets() -> dict[str, DatasetEntry]:
-    found = {entry.name: entry for entry in video_datasets() + exorl_entries() + ogbench_entries()}
+    found = {entry.name: entry for entry in video_datasets() + exorl_entries() + ogbench_entries() + tabular_entries() + linear_entries()}
     for ep in entry_points(group="jepa_orchestrator.datasets"):
         entry = ep.load()
         found[entry.name] = entry

@@ -34,6 +34,10 @@ class DataSpec:
     # Per-sample float input shapes for data that is not a video clip, e.g. {"observation": (24,),
     # "action": (6,)}: the FLOP counter traces `step` on a shape-only batch built from them.
     inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Tabular data: per input column, its number of categories (0 = numeric; codes arrive as floats, NaN = missing).
+    categories: tuple[int, ...] = ()
+    # Batch key of the raw-input baseline's features when they are not `input_key` (tables: one-hot categoricals).
+    raw_key: str = ""
 
 
 Host = Literal["ssl", "rl_zero_shot", "imitation", "rllib_algorithm"]

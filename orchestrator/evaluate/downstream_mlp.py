@@ -1,5 +1,5 @@
 """Downstream MLP on frozen mean-pooled features (T-JEPA's protocol): `mlp_acc_<label>` for class labels,
-`mlp_rmse_<target>` for float targets. Chosen only through `eval.kinds`."""
+`mlp_rmse_<target>` for float targets. Chosen by default for tables; elsewhere through `eval.kinds`."""
 from __future__ import annotations
 
 import torch
@@ -10,6 +10,10 @@ from variants.nn.probes import fit_mlp
 
 class DownstreamMLP(Evaluation):
     name = "downstream_mlp"
+
+    def chosen_for(self, spec, host: str) -> bool:
+        """Tables with a target: the paper's protocol for them."""
+        return spec.kind == "tabular" and bool(spec.num_classes or spec.float_targets)
 
     def targets(self, spec) -> list[str]:
         return [*spec.num_classes, *spec.float_targets]

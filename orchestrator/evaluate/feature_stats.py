@@ -1,6 +1,6 @@
 """Collapse detector: how many directions the frozen features use (`feature_rank`), how much they vary
 (`feature_var`), and `feature_collapsed` = 1.0 when the rank falls below `eval.collapse_rank_frac` of
-their width. Probe-style, so the random-init and raw-input baselines get the same numbers to compare.
+their width (or of their row count, if smaller). Probe-style, so the random-init and raw-input baselines get the same numbers to compare.
 
 A collapsed encoder (one that maps every clip to about the same tokens) can still drive a JEPA loss
 down; its probes then sit at chance and nothing else in the log says why.
@@ -64,7 +64,8 @@ class FeatureStats(Evaluation):
         rows, scale = centred_rows(val.tokens, cfg.seed)
         rank = effective_rank(rows, scale)
         return {"feature_rank": rank, "feature_var": total_variance(rows),
-                "feature_collapsed": float(rank < float(cfg.eval.collapse_rank_frac) * rows.shape[1])}
+                # the rank cannot exceed the rows either (a small table's val split flattened to wide features)
+                "feature_collapsed": float(rank < float(cfg.eval.collapse_rank_frac) * min(rows.shape))}
 
 
 def collapse_warning(metrics: dict, cfg, run_id: str, stage: str) -> str | None:

@@ -48,8 +48,8 @@ def fresh_modules(variant, stage: str, previous, seed: int, device: torch.device
 
 def raw_tokens(batch: dict[str, Tensor], spec, model_cfg) -> Tensor:
     """The inputs as the encoder sees them before embedding: a clip cut into tubelet×patch×patch tokens;
-    other inputs flattened to one token (or kept, if already [B, L, D])."""
-    x = batch[spec.input_key].float()
+    other inputs (`spec.raw_key` if set: a table's one-hot form) flattened to one token (or kept, if already [B, L, D])."""
+    x = batch[spec.raw_key or spec.input_key].float()
     if spec.kind == "video" and x.ndim == 5:
         return patchify(x, int(model_cfg.tubelet), int(model_cfg.patch))
     if x.ndim == 3:

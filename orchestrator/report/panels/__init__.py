@@ -10,3 +10,5 @@ from orchestrator.report.panels import isoflop  # noqa: F401
 from orchestrator.report.panels import teacher_quality  # noqa: F401
 from orchestrator.report.panels import pareto  # noqa: F401
 from orchestrator.report.panels import cost  # noqa: F401
+from orchestrator.report.panels import linear_dynamics  # noqa: F401
+from orchestrator.report.panels import tabular  # noqa: F401
