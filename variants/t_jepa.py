@@ -15,7 +15,6 @@ one token per row [B, 1, F·D]: the downstream MLP then sees every column's late
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -23,13 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from variants.base import Variant
-from variants.nn.ema import (
-    ema_start_for_half_life,
-    ema_update,
-    frozen_copy,
-    initial_weight_share,
-    momentum_at,
-)
+from variants.ema_target import EMATarget, check_ema_config
 from variants.nn.vit import Block, gather_tokens, init_weights
 
 
@@ -52,7 +45,6 @@ class TJEPAConfig:
     probe_encoder: str = "target"  # which encoder `features` reads: the EMA "target" or the "online" one
 
 
-PROBE_ENCODERS = {"target": "target_encoder", "online": "encoder"}
 
 
 # ---------------------------------------------------------------------------- masks
@@ -165,12 +157,8 @@ class ColumnPredictor(nn.Module):
         return self.head(self.norm(x[:, ctx.size(1):]))
 
 
-def flat_weights(module: nn.Module) -> Tensor:
-    return torch.cat([p.detach().flatten() for p in module.parameters()])
-
-
 # ---------------------------------------------------------------------------- the variant
-class TJEPA(Variant):
+class TJEPA(EMATarget, Variant):
     name = "t_jepa"
     host = "ssl"
     Config = TJEPAConfig
@@ -182,8 +170,7 @@ class TJEPA(Variant):
         self.columns = len(data_spec.categories) or data_spec.inputs[data_spec.input_key][0]
         self.categories = tuple(data_spec.categories) or (0,) * self.columns
         self.context, self.target = mask_sizes(self.columns, float(v.context_share), float(v.target_share), int(v.num_targets))
-        self.ema_progress = (0, 1)
-        self.initial_target: weakref.WeakKeyDictionary[nn.Module, Tensor] = weakref.WeakKeyDictionary()
+        self.init_ema()
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
@@ -197,26 +184,13 @@ class TJEPA(Variant):
             fail("variant.reg_tokens", f"is {v.reg_tokens}", "use 0 (off) or more regularization tokens")
         if v.pred_dim % v.pred_heads:
             fail("variant.pred_heads", f"({v.pred_heads}) does not divide variant.pred_dim ({v.pred_dim})", "pick heads that divide dim")
-        if v.ema_start == 0 and not 0.0 < v.ema_half_life < 1.0:
-            fail("variant.ema_half_life", f"is {v.ema_half_life}", "use a share of the run's steps strictly between 0 and 1, e.g. 0.1")
-        if v.ema_start != 0 and not 0.0 < v.ema_start < 1.0:
-            fail("variant.ema_start", f"is {v.ema_start}", "use a momentum strictly between 0 and 1, or 0 to derive it from variant.ema_half_life")
-        if v.probe_encoder not in PROBE_ENCODERS:
-            fail("variant.probe_encoder", f"is {v.probe_encoder!r}", f"use one of {', '.join(PROBE_ENCODERS)}")
-
-    def ema_start(self, total_steps: int) -> float:
-        v = self.cfg.variant
-        if float(v.ema_start):
-            return float(v.ema_start)
-        return ema_start_for_half_life(int(total_steps), float(v.ema_half_life), float(v.ema_end))
+        check_ema_config(v, fail, paper_start=0.996)
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         m, v = self.cfg.model, self.cfg.variant
         encoder = TabularEncoder(self.categories, int(m.dim), int(m.depth), int(m.heads), int(v.reg_tokens))
         predictor = ColumnPredictor(self.columns, int(m.dim), int(v.pred_dim), int(v.pred_depth), int(v.pred_heads))
-        target = frozen_copy(encoder)
-        self.initial_target[target] = flat_weights(target).clone()
-        return nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": target})
+        return nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": self.make_target(encoder)})
 
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         x = batch[self.data_spec.input_key]
@@ -234,25 +208,7 @@ class TJEPA(Variant):
         return {"loss": loss, "tokens_context": torch.tensor(float(self.context), device=x.device),
                 "tokens_target": torch.tensor(float(n * self.target), device=x.device)}
 
-    def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
-        self.ema_progress = (step, total_steps)
-        momentum = momentum_at(step, total_steps, self.ema_start(total_steps), float(self.cfg.variant.ema_end))
-        ema_update(modules["target_encoder"], modules["encoder"], momentum)
-
-    @torch.no_grad()
-    def diagnostics(self, modules: nn.ModuleDict, stage: str) -> dict[str, float]:
-        """The EMA's momentum, how much of its init the target keeps, and how far it has moved from it."""
-        step, total = self.ema_progress
-        start, end = self.ema_start(total), float(self.cfg.variant.ema_end)
-        out = {"ema_momentum": momentum_at(step, total, start, end), "ema_init_share": initial_weight_share(step, total, start, end)}
-        target = modules["target_encoder"]
-        initial = self.initial_target.get(target)
-        if initial is not None:
-            initial = self.initial_target[target] = initial.to(next(target.parameters()).device)
-            out["ema_drift"] = float(torch.linalg.vector_norm(flat_weights(target) - initial) / torch.linalg.vector_norm(initial))
-        return out
-
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         """The column tokens (not the regularization tokens: both ablation arms keep one width), flattened."""
-        tokens = modules[PROBE_ENCODERS[self.cfg.variant.probe_encoder]](batch[self.data_spec.input_key])
+        tokens = self.probed_encoder(modules)(batch[self.data_spec.input_key])
         return tokens[:, int(self.cfg.variant.reg_tokens):].flatten(1).unsqueeze(1)

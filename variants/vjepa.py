@@ -9,7 +9,6 @@ away). Two mask families per clip (short- and long-range blocks), each leaving a
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -17,12 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from variants.base import Variant
-from variants.nn.ema import (
-    ema_start_for_half_life,
-    ema_update,
-    frozen_copy,
-    initial_weight_share,
-    momentum_at,
+from variants.ema_target import (  # noqa: F401 (re-exported)
+    PROBE_ENCODERS,
+    EMATarget,
+    check_ema_config,
+    flat_weights,
 )
 from variants.nn.masks import LONG_RANGE, SHORT_RANGE, MultiBlockMasker
 from variants.nn.vit import Predictor, TokenGrid, VideoViT, gather_tokens
@@ -53,8 +51,6 @@ class VJEPAConfig:
     mask_temporal_scale: float = 0.5
     probe_encoder: str = "target"  # which encoder the probes read: the EMA "target" (the paper's) or the "online" one
 
-
-PROBE_ENCODERS = {"target": "target_encoder", "online": "encoder"}  # variant.probe_encoder -> module
 
 
 def token_grid(cfg, spec) -> TokenGrid:
@@ -120,11 +116,6 @@ def draw_masks(maskers: list[MultiBlockMasker], video: Tensor, generator: torch.
     return pairs
 
 
-def flat_weights(module: nn.Module) -> Tensor:
-    """All of a module's parameters as one detached vector."""
-    return torch.cat([p.detach().flatten() for p in module.parameters()])
-
-
 def check_heads_divide(v, prefixes: tuple[str, ...], fail) -> None:
     """`variant.<prefix>_heads` must divide `variant.<prefix>_dim` for each narrow transformer."""
     for prefix in prefixes:
@@ -133,7 +124,7 @@ def check_heads_divide(v, prefixes: tuple[str, ...], fail) -> None:
             fail(f"variant.{prefix}_heads", f"({heads}) does not divide variant.{prefix}_dim ({dim})", "pick heads that divide dim")
 
 
-class VJEPA(Variant):
+class VJEPA(EMATarget, Variant):
     name = "vjepa"
     host = "ssl"
     Config = VJEPAConfig
@@ -142,37 +133,20 @@ class VJEPA(Variant):
         super().__init__(cfg, data_spec)
         self.grid = token_grid(cfg, data_spec)
         self.maskers = variant_maskers(cfg, self.grid)
-        self.ema_progress = (0, 1)  # (last step, total steps) after_step saw, for diagnostics
-        # The target's weights as built, per target module (the build of a fresh baseline copy does not clobber them).
-        self.initial_target: weakref.WeakKeyDictionary[nn.Module, Tensor] = weakref.WeakKeyDictionary()
+        self.init_ema()
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
         v = cfg.variant
         check_heads_divide(v, ("pred",), fail)
-        if v.ema_start == 0 and not 0.0 < v.ema_half_life < 1.0:
-            fail("variant.ema_half_life", f"is {v.ema_half_life}", "use a share of the run's steps strictly between 0 and 1, e.g. 0.1")
-        if v.ema_start != 0 and not 0.0 < v.ema_start < 1.0:
-            fail("variant.ema_start", f"is {v.ema_start}", "use a momentum strictly between 0 and 1 (the paper's is 0.998), "
-                 "or 0 to derive it from variant.ema_half_life")
+        check_ema_config(v, fail, paper_start=0.998)
         check_masks(cfg, fail)
-        if v.probe_encoder not in PROBE_ENCODERS:
-            fail("variant.probe_encoder", f"is {v.probe_encoder!r}", f"use one of {', '.join(PROBE_ENCODERS)}")
-
-    def ema_start(self, total_steps: int) -> float:
-        """The configured start momentum, or the one that gives the configured half-life over `total_steps`."""
-        v = self.cfg.variant
-        if float(v.ema_start):
-            return float(v.ema_start)
-        return ema_start_for_half_life(int(total_steps), float(v.ema_half_life), float(v.ema_end))
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
         encoder = make_encoder(self.cfg.model, self.grid, self.data_spec.channels)
         predictor = Predictor(self.grid, encoder.dim, int(v.pred_dim), int(v.pred_depth), int(v.pred_heads))
-        target = frozen_copy(encoder)
-        self.initial_target[target] = flat_weights(target).clone()
-        return nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": target})
+        return nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": self.make_target(encoder)})
 
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         video = batch[self.data_spec.input_key]
@@ -188,24 +162,5 @@ class VJEPA(Variant):
         return {"loss": loss, "loss_short": losses[0].detach(), "loss_long": losses[1].detach(),
                 **token_counts(pairs, video.device)}
 
-    def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
-        self.ema_progress = (step, total_steps)
-        momentum = momentum_at(step, total_steps, self.ema_start(total_steps), float(self.cfg.variant.ema_end))
-        ema_update(modules["target_encoder"], modules["encoder"], momentum)
-
-    @torch.no_grad()
-    def diagnostics(self, modules: nn.ModuleDict, stage: str) -> dict[str, float]:
-        """The EMA's last momentum, the share of its initial weights the target still holds, and how far
-        (relative L2) the target has moved from them: a target that never left its init teaches nothing."""
-        step, total = self.ema_progress
-        start, end = self.ema_start(total), float(self.cfg.variant.ema_end)
-        out = {"ema_momentum": momentum_at(step, total, start, end), "ema_init_share": initial_weight_share(step, total, start, end)}
-        target = modules["target_encoder"]
-        initial = self.initial_target.get(target)
-        if initial is not None:
-            initial = self.initial_target[target] = initial.to(next(target.parameters()).device)  # moved once
-            out["ema_drift"] = float(torch.linalg.vector_norm(flat_weights(target) - initial) / torch.linalg.vector_norm(initial))
-        return out
-
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
-        return modules[PROBE_ENCODERS[self.cfg.variant.probe_encoder]](batch[self.data_spec.input_key])
+        return self.probed_encoder(modules)(batch[self.data_spec.input_key])
