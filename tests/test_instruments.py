@@ -157,6 +157,26 @@ def test_probes_read_the_chosen_vjepa_encoder(tmp_path, which, module):
         assert torch.equal(variant.features(modules, {"video": video}), modules[module](video))
 
 
+def test_probe_encoder_both_scores_the_online_encoder_as_a_second_view(tmp_path):
+    cfg = cfg_for(tmp_path, "variant.probe_encoder=both")
+    variant = VJEPA(cfg, DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4}))
+    modules = variant.build("main")
+    with torch.no_grad():
+        modules["encoder"].patch_embed.weight.add_(1.0)  # online and target now differ
+        video = torch.rand(2, 3, 8, 32, 32)
+        assert torch.equal(variant.features(modules, {"video": video}), modules["target_encoder"](video))
+        views = variant.extra_features(modules)
+        assert list(views) == ["online"]
+        assert torch.equal(views["online"]({"video": video}), modules["encoder"](video))
+
+
+def test_tiny_run_probing_both_encoders_logs_online_metrics(tmp_path, data_root):
+    cfg = compose_run(tiny_overrides(tmp_path, data_root) + ["budget.steps=2", "sweep=both", "variant.probe_encoder=both"])
+    metrics = train_loop({"config": to_plain(cfg), "run_id": "both", "session": "local"})
+    assert {"probe_acc", "online/probe_acc", "online/probe_acc_shape", "probe_acc/random_init"} <= set(metrics)
+    assert not any(k.startswith("online/") and k.endswith(("/random_init", "/raw_input")) for k in metrics)
+
+
 def test_unknown_probe_encoder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="variant.probe_encoder"):
         cfg_for(tmp_path, "variant.probe_encoder=student")

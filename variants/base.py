@@ -10,6 +10,7 @@ of the previous stage to `build` so a later stage can freeze and reuse them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
@@ -114,6 +115,11 @@ class Variant:
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         """Frozen tokens [B, N, D] for probes and policies."""
         raise NotImplementedError
+
+    def extra_features(self, modules: nn.ModuleDict) -> dict[str, Callable[[dict[str, Tensor]], Tensor]]:
+        """Other frozen-token views the probes should also score, by name (V-JEPA's online encoder beside
+        its EMA target): each view's probe metrics are logged as `<name>/<metric>`, without baselines."""
+        return {}
 
     def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
         """Called after each optimizer step by every host, `step` counting from 1 to `total_steps` (EMA updates go here)."""

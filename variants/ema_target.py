@@ -22,6 +22,8 @@ from variants.nn.ema import (
 )
 
 PROBE_ENCODERS = {"target": "target_encoder", "online": "encoder"}  # variant.probe_encoder -> module key
+# `both`: the probes read the target (metrics as usual) and the online encoder too (`online/<metric>`).
+PROBE_CHOICES = (*PROBE_ENCODERS, "both")
 
 
 def flat_weights(module: nn.Module) -> Tensor:
@@ -37,8 +39,8 @@ def check_ema_config(v, fail, paper_start: float | None = None) -> None:
         paper = f" (the paper's is {paper_start})" if paper_start else ""
         fail("variant.ema_start", f"is {v.ema_start}", f"use a momentum strictly between 0 and 1{paper}, "
              "or 0 to derive it from variant.ema_half_life")
-    if v.probe_encoder not in PROBE_ENCODERS:
-        fail("variant.probe_encoder", f"is {v.probe_encoder!r}", f"use one of {', '.join(PROBE_ENCODERS)}")
+    if v.probe_encoder not in PROBE_CHOICES:
+        fail("variant.probe_encoder", f"is {v.probe_encoder!r}", f"use one of {', '.join(PROBE_CHOICES)}")
 
 
 class EMATarget:
@@ -86,5 +88,12 @@ class EMATarget:
         return out
 
     def probed_encoder(self, modules: nn.ModuleDict) -> nn.Module:
-        """The encoder `variant.probe_encoder` names: the EMA target (the papers') or the online one."""
-        return modules[PROBE_ENCODERS[self.cfg.variant.probe_encoder]]
+        """The encoder `variant.probe_encoder` names: the EMA target (the papers'; also for `both`) or the online one."""
+        which = str(self.cfg.variant.probe_encoder)
+        return modules[PROBE_ENCODERS["target" if which == "both" else which]]
+
+    def extra_features(self, modules: nn.ModuleDict) -> dict:
+        """With `variant.probe_encoder=both`, the online encoder as a second view (`online/probe_acc`, ...)."""
+        if str(self.cfg.variant.probe_encoder) != "both":
+            return {}
+        return {"online": lambda batch: self.features({**modules, "target_encoder": modules["encoder"]}, batch)}

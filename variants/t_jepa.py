@@ -42,7 +42,7 @@ class TJEPAConfig:
     ema_start: float = 0.0  # 0 = derived from ema_half_life (as V-JEPA's); the paper's is 0.996
     ema_half_life: float = 0.1
     ema_end: float = 1.0
-    probe_encoder: str = "target"  # which encoder `features` reads: the EMA "target" or the "online" one
+    probe_encoder: str = "target"  # which encoder `features` reads: the EMA "target", the "online" one, or "both" (online/<metric>)
 
 
 

@@ -49,7 +49,7 @@ class VJEPAConfig:
     # where something is at one time given other times; at laptop scale that lost the motion label
     # (docs/results/learning_signal.md), and 0.5 kept it.
     mask_temporal_scale: float = 0.5
-    probe_encoder: str = "target"  # which encoder the probes read: the EMA "target" (the paper's) or the "online" one
+    probe_encoder: str = "target"  # which encoder the probes read: the EMA "target" (the paper's), the "online" one, or "both" (online/<metric>)
 
 
 

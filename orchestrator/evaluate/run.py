@@ -40,7 +40,10 @@ def run_evaluations(variant, modules, cfg, device: torch.device, datasets: dict,
         keys = sorted({k for e in probes for k in e.targets(spec)})
         with eval_mode(modules):
             feats = extract(lambda b: variant.features(modules, b), datasets, keys, device, amp)
+            views = {name: extract(encode, datasets, keys, device, amp) for name, encode in variant.extra_features(modules).items()}
         out.update(score_all(probes, feats, spec, cfg, kept))
+        for name, view in views.items():
+            out.update({f"{name}/{k}": v for k, v in score_all(probes, view, spec, cfg).items()})
         if cfg.eval.get("baselines", True):
             out.update(baselines.cached(cfg, stage, lambda: baseline_metrics(probes, variant, cfg, device, datasets, stage, previous, keys, amp)))
     if kept:
