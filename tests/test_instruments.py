@@ -177,6 +177,12 @@ def test_tiny_run_probing_both_encoders_logs_online_metrics(tmp_path, data_root)
     assert not any(k.startswith("online/") and k.endswith(("/random_init", "/raw_input")) for k in metrics)
 
 
+def test_an_end_momentum_below_one_needs_an_explicit_start(tmp_path):
+    with pytest.raises(ConfigError, match=r"variant\.ema_end.*variant\.ema_start"):
+        cfg_for(tmp_path, "variant.ema_end=0.99")
+    cfg_for(tmp_path, "variant.ema_end=0.99", "variant.ema_start=0.9")  # explicit: fine
+
+
 def test_unknown_probe_encoder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="variant.probe_encoder"):
         cfg_for(tmp_path, "variant.probe_encoder=student")

@@ -35,6 +35,12 @@ def check_ema_config(v, fail, paper_start: float | None = None) -> None:
     """The EMA keys of `variant` (`v`), each wrong value a config error naming its key."""
     if v.ema_start == 0 and not 0.0 < v.ema_half_life < 1.0:
         fail("variant.ema_half_life", f"is {v.ema_half_life}", "use a share of the run's steps strictly between 0 and 1, e.g. 0.1")
+    if not 0.0 < v.ema_end <= 1.0:
+        fail("variant.ema_end", f"is {v.ema_end}", "use a momentum in (0, 1]; the papers end at 1.0")
+    if v.ema_start == 0 and v.ema_end != 1.0:
+        # a ramp towards an end below 1 forgets the init faster the longer the run: no start gives a fixed half-life
+        fail("variant.ema_end", f"is {v.ema_end} with a start derived from variant.ema_half_life",
+             "keep variant.ema_end=1.0, or set variant.ema_start explicitly (e.g. 0.996)")
     if v.ema_start != 0 and not 0.0 < v.ema_start < 1.0:
         paper = f" (the paper's is {paper_start})" if paper_start else ""
         fail("variant.ema_start", f"is {v.ema_start}", f"use a momentum strictly between 0 and 1{paper}, "
