@@ -13,13 +13,19 @@ from omegaconf import OmegaConf
 
 from orchestrator.datasets import video_datasets
 from orchestrator.entries import DatasetEntry, UnknownNameError
+from orchestrator.image_data import image_entries
+from orchestrator.lidar_data import lidar_entries
 from orchestrator.linear_data import linear_entries
 from orchestrator.rl.baseline_variants import BASELINES  # RLlib-free: listing variants must not import RLlib
 from orchestrator.rl.datasets import exorl_entries, ogbench_entries
 from orchestrator.tabular_datasets import tabular_entries
+from variants.ad_l_jepa import ADLJEPA
 from variants.base import Variant, check_contract
+from variants.dmt_jepa import DMTJEPA
 from variants.fb import FB
+from variants.ijepa import IJEPA
 from variants.linear_jepa import LinearJEPA
+from variants.occupancy_mae import OccupancyMAE
 from variants.salt import SALT
 from variants.t_jepa import TJEPA
 from variants.td_jepa import TDJEPA
@@ -28,7 +34,7 @@ from variants.vjepa import VJEPA
 
 @functools.cache
 def variants() -> dict[str, type[Variant]]:
-    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB, TJEPA, LinearJEPA, *BASELINES)}
+    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB, TJEPA, LinearJEPA, IJEPA, DMTJEPA, ADLJEPA, OccupancyMAE, *BASELINES)}
     for ep in entry_points(group="jepa_orchestrator.variants"):
         cls = ep.load()
         found[cls.name] = cls
@@ -39,7 +45,7 @@ def variants() -> dict[str, type[Variant]]:
 
 @functools.cache
 def datasets() -> dict[str, DatasetEntry]:
-    found = {entry.name: entry for entry in video_datasets() + exorl_entries() + ogbench_entries() + tabular_entries() + linear_entries()}
+    found = {entry.name: entry for entry in video_datasets() + exorl_entries() + ogbench_entries() + tabular_entries() + linear_entries() + lidar_entries() + image_entries()}
     for ep in entry_points(group="jepa_orchestrator.datasets"):
         entry = ep.load()
         found[entry.name] = entry

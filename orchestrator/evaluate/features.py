@@ -52,6 +52,8 @@ def raw_tokens(batch: dict[str, Tensor], spec, model_cfg) -> Tensor:
     x = batch[spec.raw_key or spec.input_key].float()
     if spec.kind == "video" and x.ndim == 5:
         return patchify(x, int(model_cfg.tubelet), int(model_cfg.patch))
+    if spec.kind == "image" and x.ndim == 4:  # [B, C, H, W] -> patch×patch tokens, the 2-D ViT's raster
+        return patchify(x.unsqueeze(2), 1, int(model_cfg.patch))
     if x.ndim == 3:
         return x
     return x.reshape(len(x), 1, -1)

@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 
 from orchestrator.entries import UnknownNameError
 from orchestrator.evaluate.base import Evaluation
+from orchestrator.evaluate.bev_detection import BEVDetection
 from orchestrator.evaluate.class_probe import ClassProbe
 from orchestrator.evaluate.dense_probe import DenseProbe
 from orchestrator.evaluate.downstream_mlp import DownstreamMLP
@@ -16,7 +17,7 @@ from orchestrator.evaluate.rollout_success import RolloutSuccess
 from orchestrator.evaluate.zero_shot_returns import ZeroShotReturns
 from variants.base import DataSpec
 
-BUILT_IN = (ClassProbe, RegressionProbe, DenseProbe, DownstreamMLP, ZeroShotReturns, RolloutSuccess, FeatureStats)
+BUILT_IN = (ClassProbe, RegressionProbe, DenseProbe, DownstreamMLP, ZeroShotReturns, RolloutSuccess, FeatureStats, BEVDetection)
 GROUP = "jepa_orchestrator.evaluations"
 
 

@@ -12,3 +12,4 @@ from orchestrator.report.panels import pareto  # noqa: F401
 from orchestrator.report.panels import cost  # noqa: F401
 from orchestrator.report.panels import linear_dynamics  # noqa: F401
 from orchestrator.report.panels import tabular  # noqa: F401
+from orchestrator.report.panels import label_efficiency  # noqa: F401
