@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from variants.ijepa import IJEPA, IJEPAConfig, check_image_keys, mask_counts, smooth_l1
-from variants.nn.ema import ema_update, frozen_copy, momentum_at
+from variants.nn.ema import ema_update, frozen_copy
 from variants.nn.vit import gather_tokens, init_weights
 
 
@@ -174,8 +174,7 @@ class DMTJEPA(IJEPA):
 
     def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
         super().after_step(modules, step, total_steps, stage)
-        momentum = momentum_at(step, total_steps, self.ema_start(total_steps), float(self.cfg.variant.ema_end))
-        ema_update(modules["target_aggregator"], modules["aggregator"], momentum)
+        ema_update(modules["target_aggregator"], modules["aggregator"], self.momentum(step, total_steps))
 
 
 def gather_rows(table: Tensor, index: Tensor) -> Tensor:

@@ -74,10 +74,13 @@ class EMATarget:
         self.initial_target[target] = flat_weights(target).clone()
         return target
 
+    def momentum(self, step: int, total_steps: int) -> float:
+        """The EMA momentum after `step` of `total_steps` (a linear ramp from `ema_start` to `ema_end`)."""
+        return momentum_at(step, total_steps, self.ema_start(total_steps), float(self.cfg.variant.ema_end))
+
     def after_step(self, modules: nn.ModuleDict, step: int, total_steps: int, stage: str) -> None:
         self.ema_progress = (step, total_steps)
-        momentum = momentum_at(step, total_steps, self.ema_start(total_steps), float(self.cfg.variant.ema_end))
-        ema_update(modules["target_encoder"], modules["encoder"], momentum)
+        ema_update(modules["target_encoder"], modules["encoder"], self.momentum(step, total_steps))
 
     @torch.no_grad()
     def diagnostics(self, modules: nn.ModuleDict, stage: str) -> dict[str, float]:
@@ -85,7 +88,7 @@ class EMATarget:
         (relative L2) the target has moved from them: a target that never left its init teaches nothing."""
         step, total = self.ema_progress
         start, end = self.ema_start(total), float(self.cfg.variant.ema_end)
-        out = {"ema_momentum": momentum_at(step, total, start, end), "ema_init_share": initial_weight_share(step, total, start, end)}
+        out = {"ema_momentum": self.momentum(step, total), "ema_init_share": initial_weight_share(step, total, start, end)}
         target = modules["target_encoder"]
         initial = self.initial_target.get(target)
         if initial is not None:
