@@ -62,23 +62,12 @@ def fit_probe(
     seed: int = 0,
 ) -> dict[str, float]:
     """Train a probe on frozen tokens [N, L, D]; return validation accuracy per label."""
-    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    mean, std = train_tokens.mean(dim=(0, 1), keepdim=True), train_tokens.std(dim=(0, 1), keepdim=True) + 1e-6
-    train_tokens, val_tokens = (train_tokens - mean) / std, (val_tokens - mean) / std
+    train_tokens, val_tokens = _standardize(train_tokens, val_tokens, (0, 1))
     probe = Probe(train_tokens.size(-1), num_classes, kind).to(train_tokens.device)
-    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=0.01)
-    n = train_tokens.size(0)
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen).to(train_tokens.device)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            logits = probe(train_tokens[idx])
-            loss = sum(F.cross_entropy(logits[k], train_labels[k][idx]) for k in num_classes)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    probe.eval()
+    _fit(probe, len(train_tokens),
+         lambda idx: sum(F.cross_entropy(out, train_labels[k][idx]) for k, out in probe(train_tokens[idx]).items()),
+         epochs, lr, batch_size, seed, train_tokens.device)
     with torch.no_grad():
         logits = probe(val_tokens)
     return {k: (logits[k].argmax(-1) == val_labels[k]).float().mean().item() for k in num_classes}
@@ -91,7 +80,7 @@ def _standardize(train: Tensor, val: Tensor, dims: tuple[int, ...]) -> tuple[Ten
 
 
 def _fit(model: nn.Module, n: int, loss_of, epochs: int, lr: float, batch_size: int, seed: int, device) -> None:
-    """Minibatch AdamW on `loss_of(indices)`, with a seeded order (same protocol as `fit_probe`)."""
+    """Minibatch AdamW on `loss_of(indices)` with a seeded order: the one training protocol of every probe here."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     for _ in range(epochs):
