@@ -5,7 +5,7 @@ an optional scheduler (ASHA on FLOPs spent), per-trial resources and what to rep
 Everything is validated before the first trial starts; every error names the file, the
 key and the fix. Each trial composes its run config with the same Hydra path as `jepa run`.
 
-`failures: {max_failures: N}` (default 1; `jepa sweep --max-failures N` overrides it) is how
+`failures: {max_failures: N}` (default 1; `jepa sweep --max-failures N` overrides it, on `--resume` too) is how
 often Tune restarts a trial that failed (a killed worker, a lost node) from its last checkpoint,
 under the same run id. A trial that failed on its own config (NaN loss, config or budget error)
 is not trained again: Tune retries every failure alike, so the retry stops at once instead.
@@ -518,6 +518,7 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
     experiment = f"{path.rstrip('/')}/tune"
     if resume and tune.Tuner.can_restore(experiment):
         tuner = tune.Tuner.restore(experiment, trainable, resume_errored=True)
+        apply_failure_budget(tuner, sweep.failures["max_failures"])
     else:
         tuner = tune.Tuner(
             trainable,
@@ -539,6 +540,20 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
     if watch["interrupted"]:
         raise SweepInterrupted(grid)
     return grid
+
+
+def apply_failure_budget(tuner, max_failures: int) -> None:
+    """`--resume` honours the budget given now (flag, else file): `Tuner.restore` takes no RunConfig and
+    would keep the one pickled when the sweep started, so set it on the restored tuner's own config."""
+    from ray import tune
+
+    try:
+        run_config = tuner._local_tuner.get_run_config()  # no public setter in Ray 2.60
+    except AttributeError:
+        print(f"warning: this Ray cannot change a restored sweep's failure budget; --resume keeps the one "
+              f"it started with, not max_failures={max_failures}")
+        return
+    run_config.failure_config = tune.FailureConfig(max_failures=max_failures)
 
 
 @contextlib.contextmanager

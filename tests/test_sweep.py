@@ -204,3 +204,20 @@ def test_misspelt_report_panel_fails_when_the_sweep_loads(tmp_path):
     path = write(tmp_path, "name: x\nbase: {budget.steps: 1}\nreport: {isoflops: {}}\n")
     with pytest.raises(SweepError, match=r"s.yaml: .*isoflops.*did you mean `isoflop`"):
         load_sweep(path, [f"storage={tmp_path}"])
+
+
+def test_resume_applies_the_failure_budget_given_now(ray_session, tmp_path):
+    """`Tuner.restore` keeps the pickled RunConfig; `--max-failures` on `--resume` must still reach Tune."""
+    from ray import tune
+
+    from orchestrator.sweep import apply_failure_budget
+
+    def noop(config):
+        tune.report({"x": 1.0})
+
+    tune.Tuner(noop, run_config=tune.RunConfig(name="tune", storage_path=str(tmp_path), verbose=0,
+                                               failure_config=tune.FailureConfig(max_failures=1))).fit()
+    restored = tune.Tuner.restore(str(tmp_path / "tune"), noop, resume_errored=True)
+    assert restored._local_tuner.get_run_config().failure_config.max_failures == 1
+    apply_failure_budget(restored, 4)
+    assert restored._local_tuner.get_run_config().failure_config.max_failures == 4
