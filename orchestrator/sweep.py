@@ -293,12 +293,12 @@ def _check_scheduler(scheduler: Any, search: dict, source: str) -> dict[str, Any
 
 
 def _check_panels(report: dict, source: str) -> None:
-    """A misspelt panel fails now, not after the sweep has trained (when `jepa report` reads it)."""
+    """A misspelt panel or panel option fails now, not after the sweep has trained (when `jepa report` reads it)."""
     from orchestrator.report import ReportError
     from orchestrator.report.registry import panels, requested_panels
 
     try:
-        requested_panels(report, panels())
+        requested_panels(report, panels(), strict=True)
     except ReportError as err:
         raise SweepError(f"{source}: {err}") from None
 

@@ -221,3 +221,13 @@ def test_resume_applies_the_failure_budget_given_now(ray_session, tmp_path):
     assert restored._local_tuner.get_run_config().failure_config.max_failures == 1
     apply_failure_budget(restored, 4)
     assert restored._local_tuner.get_run_config().failure_config.max_failures == 4
+
+
+def test_misspelt_panel_option_fails_when_the_sweep_loads_and_is_a_note_in_a_report(tmp_path):
+    from orchestrator.report.registry import panels, requested_panels
+
+    path = write(tmp_path, "name: x\nbase: {budget.steps: 1}\nreport: {isoflop: {fractoin: 0.5}}\n")
+    with pytest.raises(SweepError, match=r"s.yaml: .*isoflop.*fractoin.*did you mean `fraction`"):
+        load_sweep(path, [f"storage={tmp_path}"])
+    (_, options, notes), = requested_panels({"isoflop": {"fractoin": 0.5}}, panels())
+    assert "Ignored unknown option(s) `fractoin`" in notes[0]

@@ -96,8 +96,8 @@ def _unknown_panel_error(name: str, known: list[str]) -> ReportError:
     )
 
 
-def _options(panel: Panel, value) -> tuple[dict, list[str]]:
-    """A panel's options and notes on those it cannot use.
+def _options(panel: Panel, value, strict: bool = False) -> tuple[dict, list[str]]:
+    """A panel's options and notes on those it cannot use (a ReportError instead when `strict`).
 
     `key:` alone or `key: true` asks for the panel with its defaults.
     """
@@ -105,24 +105,33 @@ def _options(panel: Panel, value) -> tuple[dict, list[str]]:
     if value is None or value is True:
         return {}, []
     if not isinstance(value, dict):
+        if strict:
+            raise ReportError(f"report.{key} in sweep.yaml is {value!r}. Fix: give a mapping of its options, "
+                              f"`true` for its defaults or `false` to turn it off")
         return {}, [f"`report.{key}` should be a mapping of options, got {value!r}: used the defaults.", ""]
     unknown = [] if panel.options is None else sorted(set(value) - set(panel.options))
     if not unknown:
         return value, []
     known = names(list(panel.options))
+    if strict:
+        close = [m for u in unknown for m in difflib.get_close_matches(u, panel.options, n=1)]
+        hint = f" (did you mean {names(close)}?)" if close else ""
+        raise ReportError(f"report.{key} in sweep.yaml: unknown option(s) {names(unknown)}{hint}. "
+                          f"Fix: use the panel's options {known or '(it has none)'}")
     return value, [f"Ignored unknown option(s) {names(unknown)} in `report.{key}` (known: {known}).", ""]
 
 
-def requested_panels(section: dict, known: dict[str, Panel]) -> list[tuple[Panel, dict, list[str]]]:
+def requested_panels(section: dict, known: dict[str, Panel], strict: bool = False) -> list[tuple[Panel, dict, list[str]]]:
     """(panel, options, notes) of each panel the `report:` section asks for, in registration order.
 
-    `key: false` turns a panel off; a key that is neither an axis nor a panel is a ReportError.
+    `key: false` turns a panel off; a key that is neither an axis nor a panel is a ReportError. Misused
+    options are notes in a report (a stored sweep still renders) and, with `strict`, errors (a sweep loading).
     """
     for key in section:
         if key not in AXIS_KEYS and key not in known:
             raise _unknown_panel_error(str(key), list(known))
     return [
-        (panel, *_options(panel, section[name]))
+        (panel, *_options(panel, section[name], strict))
         for name, panel in known.items()
         if name in section and section[name] is not False
     ]
