@@ -106,6 +106,28 @@ def test_tiny_run_reports_both_baselines_and_caches_the_random_init_one(tmp_path
     assert again["probe_acc"] == metrics["probe_acc"]  # the trained encoder's probe is not cached
 
 
+def test_concurrent_first_trials_compute_the_baselines_once(tmp_path, data_root):
+    """Trials starting together wait on the cache's lock and read the first one's baselines."""
+    import threading
+    import time
+
+    cfg = compose_run(tiny_overrides(tmp_path, data_root) + ["budget.steps=2", "seed=12"])
+    baselines.cache_path(cfg, "main").unlink(missing_ok=True)
+    calls, results = [], []
+
+    def compute():
+        calls.append(1)
+        time.sleep(0.5)
+        return {"probe_acc/random_init": 0.5 + len(calls)}
+
+    threads = [threading.Thread(target=lambda: results.append(baselines.cached(cfg, "main", compute))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and results == [{"probe_acc/random_init": 1.5}] * 3
+
+
 class PlantedEvaluation(Evaluation):
     """A third party's kind: scores how many train samples it saw."""
 

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from filelock import FileLock
 from omegaconf import OmegaConf
 
 from envs.cache import data_root
@@ -27,18 +28,20 @@ def cache_path(cfg, stage: str) -> Path:
 
 
 def cached(cfg, stage: str, compute) -> dict[str, float]:
-    """The cached baselines, or `compute()` written atomically (parallel trials may race: last rename wins)."""
+    """The cached baselines, or `compute()` written atomically. Concurrent first trials of a sweep take
+    turns on a file lock, so the ones that wait read the first one's result instead of computing it again."""
     path = cache_path(cfg, stage)
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass  # damaged or half-written by another process: compute again
-    metrics = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(metrics, sort_keys=True))
-    os.replace(tmp, path)
+    with FileLock(path.with_suffix(".lock")):  # released by the OS if its holder dies
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError):
+                pass  # damaged: compute again
+        metrics = compute()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(metrics, sort_keys=True))
+        os.replace(tmp, path)
     return metrics
 
 
