@@ -48,7 +48,7 @@ def measure_step_flops(
     Averaged over fixed mask draws, so the charge neither depends on `seed` nor on one lucky draw.
     Cached per architecture: a sweep's corners differ mostly in budget and seed.
     """
-    key = (variant_cls.name, _architecture_key(cfg, variant_cls), stage, batch_size)
+    key = (variant_cls.name, _architecture_key(cfg, variant_cls), repr(spec), stage, batch_size)
     if key not in _STEP_FLOPS:
         _STEP_FLOPS[key] = _trace_step_flops(variant_cls, cfg, spec, stage, batch_size, previous)
     return _STEP_FLOPS[key]
@@ -68,9 +68,11 @@ def reuse_step_flops(items) -> None:
 
 
 def _architecture_key(cfg, variant_cls: type[Variant]) -> str:
-    """The config minus what cannot change a step's compute (budgets, seeds, a variant's `budget_keys`)."""
+    """The config minus what cannot change a step's compute (budgets, seeds, a variant's `budget_keys`).
+    The data's own seed (which split, which draw) goes too: the key carries the DataSpec's shapes instead."""
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     kept = {k: v for k, v in plain.items() if k not in NOT_ARCHITECTURE}
+    kept["data"] = {k: v for k, v in (kept.get("data") or {}).items() if k != "seed"}
     kept["variant"] = {k: v for k, v in kept.get("variant", {}).items() if k not in variant_cls.budget_keys}
     return json.dumps(kept, sort_keys=True, default=str)
 
