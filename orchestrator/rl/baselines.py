@@ -31,6 +31,7 @@ from orchestrator.rl.data import load_rl_data, offline_data_options, write_parqu
 from orchestrator.rl.datasets import cache_key
 from orchestrator.rl.evaluate import EVAL_ENV, make_eval_env, summarize
 from orchestrator.rl.loop import stop
+from orchestrator.rl.policy_module import env_recipe
 from orchestrator.runs import RunRecorder, check_finite
 from orchestrator.session import make_session
 
@@ -80,13 +81,10 @@ def algorithm_config(cfg, data: OfflineRLData):
         training = {"actor_lr": float(cfg.optim.lr), "critic_lr": float(cfg.optim.lr), "value_lr": float(cfg.optim.lr),
                     "train_batch_size_per_learner": int(cfg.train.batch_size), "expectile": float(v.expectile),
                     "lr": None}
-    env_kwargs = dict(data.env_kwargs, task=task)
-    if cfg.eval.episode_length > 0:
-        env_kwargs["max_episode_steps"] = int(cfg.eval.episode_length)
     register_env(EVAL_ENV, make_eval_env)
     hiddens = [int(v.hidden)] * int(v.layers)
     config = (
-        config.environment(env=EVAL_ENV, env_config={"maker": data.env_maker, "kwargs": env_kwargs},
+        config.environment(env=EVAL_ENV, env_config=env_recipe(data.env_maker, dict(data.env_kwargs, task=task), cfg),
                            observation_space=gym.spaces.Box(-np.inf, np.inf, (data.observation_dim,), np.float32),
                            action_space=gym.spaces.Box(-1.0, 1.0, (data.action_dim,), np.float32))
         .framework("torch")

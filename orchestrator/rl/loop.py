@@ -28,6 +28,7 @@ from orchestrator.rl.data import TransitionPreLearner, load_rl_data, offline_dat
 from orchestrator.rl.evaluate import EVAL_ENV, evaluate_zero_shot, evaluation_tasks, make_eval_env, zero_shot_evaluation
 from orchestrator.rl.learner import ZeroShotLearner
 from orchestrator.rl.module import ZeroShotRLModule
+from orchestrator.rl.policy_module import env_recipe
 from orchestrator.runs import RunRecorder, check_finite, local_checkpoint_dir
 from orchestrator.session import make_session
 from variants.base import DataSpec, Variant
@@ -83,10 +84,7 @@ def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1, 
     """An RLlib algorithm config from the run config: learners (told the run's planned steps, for
     schedules and `after_step`), offline input, evaluation."""
     workers, use_gpu = int(cfg.train.num_workers), bool(cfg.train.use_gpu)
-    env_kwargs = dict(data.env_kwargs)
-    if cfg.eval.episode_length > 0:
-        env_kwargs["max_episode_steps"] = int(cfg.eval.episode_length)
-    env_config = {"maker": data.env_maker, "kwargs": env_kwargs}
+    env_config = env_recipe(data.env_maker, data.env_kwargs, cfg)
     register_env(EVAL_ENV, make_eval_env)
     config = (
         ZeroShotConfig()
