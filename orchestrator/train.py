@@ -403,8 +403,12 @@ def run_rllib_algorithm(cfg, payload: dict, variant: Variant, in_tune: bool) -> 
 
 
 def run_imitation(cfg, payload: dict, variant: Variant, in_tune: bool) -> dict:
-    raise NotImplementedError(f"variant {cfg.variant.name!r} has host 'imitation', whose loop (supervised training "
-                              "on demos, then rollouts through RLlib env runners) arrives with issue 19 (ACT-JEPA)")
+    """Supervised training on demo windows, then rollouts through RLlib env runners (orchestrator/imitation.py)."""
+    from orchestrator.imitation import train_imitation  # RLlib (rollouts) is heavy: imported only where it runs
+
+    if not in_tune:
+        registry.dataset(cfg.data.name).prepare(cfg.data)  # generate demos on the driver, with Ray tasks
+    return train_imitation(payload, variant)
 
 
 HOST_RUNNERS: dict[str, HostRunner] = {"ssl": run_ssl, "rl_zero_shot": run_rl_zero_shot,

@@ -94,17 +94,16 @@ def test_a_capability_left_unimplemented_is_named():
 @pytest.mark.parametrize(("name", "runner"), [
     ("vjepa", train.run_ssl), ("salt", train.run_ssl), ("td_jepa", train.run_rl_zero_shot), ("fb", train.run_rl_zero_shot),
     ("bc", train.run_rllib_algorithm), ("marwil", train.run_rllib_algorithm), ("cql", train.run_rllib_algorithm),
-    ("iql", train.run_rllib_algorithm),
+    ("iql", train.run_rllib_algorithm), ("act", train.run_imitation), ("act_jepa", train.run_imitation),
 ])
 def test_the_host_map_picks_each_variants_loop(name, runner):
     assert train.host_runner(registry.variant(name)) is runner
 
 
-def test_the_imitation_host_says_which_issue_brings_its_loop():
+def test_an_imitation_variant_with_act_passes_the_contract():
     cls = type("Imitator", (Policy, Variant), {"name": "imitator", "host": "imitation", "act": lambda *a: None})
     check_contract(cls)
-    with pytest.raises(NotImplementedError, match="issue 19"):
-        train.host_runner(cls)(compose_run(["budget.steps=1"]), {}, None, False)
+    assert train.host_runner(cls) is train.run_imitation
 
 
 # ---------------------------------------------------------------------------- optimisers and schedules

@@ -1,0 +1,396 @@
+"""Goal-directed manipulation demonstrations, made offline with OGBench's oracles (ACT-JEPA, issue 19).
+
+OGBench's play data chases random targets; a policy scored on OGBench's five evaluation goals
+learns from demonstrations *of those goals*. So each episode resets the evaluation env with one
+evaluation ``task_id`` (episode i: task ``i % 5 + 1``) and drives OGBench's closed-loop Markov
+cube oracle (``ogbench.manipspace.oracles.markov``) to that task's goal, with controllable action
+noise: a per-episode level drawn from ``[0, noise]``, scaled per action as OGBench's noisy data
+does, and a ``p_random`` chance of a uniform random action. An episode ends at the goal (success)
+or at ``max_steps`` (failure); ``success`` is recorded per episode, so a dataset mixes both.
+Episodes are made in tasks of ``EPISODES_PER_TASK`` through a caller's ``map_fn`` (the orchestrator's
+is Ray tasks with a progress bar), each from its own seed. State observations only (no pixels yet).
+
+File layout (``demos.hdf5``, one per split, h5py):
+
+* root attrs: ``format = "jepa-manipulation-demos"``, ``env_name``, ``config`` (JSON);
+* one group ``episode_<i:05d>`` per episode, with datasets ``observations`` float32 [T, D] (the
+  state each action was taken in), ``actions`` float32 [T, 5], ``goal`` float32 [D] (the goal
+  observation), ``object_state`` float32 [T, 4] (cube xyz and gripper opening: the world-model
+  probe's targets), ``final_observation`` float32 [D], and attrs ``task_id`` (1..5) and ``success``.
+
+``load_episodes`` reads these files and ACT/ALOHA-style ones (``episode_<i>.hdf5`` files with
+``/action`` [T, A] and ``/observations/qpos`` [T, D]; ALOHA's scripted demos succeed, so
+``success`` is True unless the file says otherwise, and the goal is the last observation).
+``make_goal_env`` is the evaluation env: OGBench's task env whose observation is the state, the
+goal and the step index (so a policy with temporal ensembling knows when an episode restarts).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+
+from envs.cache import config_fingerprint, dataset_dir, ensure_dataset, replace_atomically, write_json
+from envs.ogbench import MARKOV_NOISE_SCALE, MIN_NORM, NUM_TASKS, make_env
+
+GENERATOR_VERSION = 1
+FORMAT = "jepa-manipulation-demos"
+SUPPORTED = ("cube-single",)  # envs whose evaluation goals the cube oracle reaches alone
+SPLITS = ("train", "val")
+FILE = "demos.hdf5"
+EPISODES_PER_TASK = 10  # Ray task granularity: ~0.1 s per episode, so tasks of this many episodes
+OBJECT_STATE_DIM = 4  # cube xyz + gripper opening
+
+
+class DemoError(ValueError):
+    """A demo file or request that cannot be used; the message ends with `Fix: ...`."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything that makes a demo dataset, bit for bit (for one OGBench version)."""
+
+    env_name: str = "cube-single"
+    num_demos: int = 25  # training episodes (task i % 5 + 1), successes and failures both kept
+    noise: float = 0.1  # per-episode Gaussian action noise level, drawn in [0, noise]
+    p_random: float = 0.05  # chance of a uniform random action
+    max_steps: int = 200  # OGBench's cube-single horizon
+    num_extra: int = 0  # extra episodes at `extra_noise` (unlabelled/failed data for the JEPA branch)
+    extra_noise: float = 1.0
+    num_val: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.env_name not in SUPPORTED:
+            raise DemoError(f"unknown manipulation env {self.env_name!r}. Fix: use one of {list(SUPPORTED)}")
+        for key in ("num_demos", "max_steps", "num_val"):
+            if int(getattr(self, key)) < 1:
+                raise DemoError(f"{key} is {getattr(self, key)}. Fix: use at least 1")
+        if self.noise < 0 or self.extra_noise < 0 or not 0 <= self.p_random <= 1 or self.num_extra < 0:
+            raise DemoError("noise, extra_noise and num_extra must be >= 0 and p_random in [0, 1]. Fix: correct them")
+
+    def fingerprint(self) -> str:
+        return config_fingerprint(self, GENERATOR_VERSION)
+
+
+@dataclass
+class Episode:
+    """One demonstration: `observations[t]` is the state `actions[t]` was taken in."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    goal: np.ndarray
+    success: bool = True
+    task_id: int = 0  # 0: unknown (files from elsewhere)
+    object_state: np.ndarray | None = None
+    final_observation: np.ndarray | None = None
+    labelled: bool = True  # False: extra data, never an action target
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+# ---------------------------------------------------------------------------- collection
+def _oracle_info(env, info: dict) -> dict:
+    """Evaluation envs hide the target from `info`; the oracle reads it there (privileged, as in OGBench)."""
+    import ogbench.manipspace.lie as lie
+
+    u = env.unwrapped
+    mocap = u._cube_target_mocap_ids[0]
+    return {**info, "privileged/target_task": "cube", "privileged/target_block": 0,
+            "privileged/target_block_pos": u._data.mocap_pos[mocap].copy(),
+            "privileged/target_block_yaw": np.array([lie.SO3(wxyz=u._data.mocap_quat[mocap]).compute_yaw_radians()])}
+
+
+def _object_state(info: dict) -> np.ndarray:
+    return np.concatenate([info["privileged/block_0_pos"], info["proprio/gripper_opening"]]).astype(np.float32)
+
+
+def run_episode(env, task_id: int, noise: float, p_random: float, seed: np.random.SeedSequence) -> Episode:
+    """Reset at evaluation task `task_id` and drive the Markov cube oracle to its goal."""
+    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+
+    env_seed, global_seed, own_seed = seed.spawn(3)
+    rng = np.random.default_rng(own_seed)
+    level = rng.uniform(0.0, noise)
+    saved = np.random.get_state()  # the oracle draws from numpy's global generator
+    np.random.seed(global_seed.generate_state(4))
+    try:
+        oracle = CubeMarkovOracle(env=env, min_norm=MIN_NORM)
+        ob, info = env.reset(seed=int(env_seed.generate_state(1)[0]), options={"task_id": task_id})
+        goal = np.asarray(info["goal"], np.float32)
+        oracle.reset(ob, _oracle_info(env, info))
+        obs, actions, states, success, done = [], [], [], False, False
+        while not done:
+            if rng.random() < p_random:
+                action = rng.uniform(-1.0, 1.0, size=env.action_space.shape)
+            else:
+                action = np.asarray(oracle.select_action(ob, _oracle_info(env, info)), np.float64)
+                action = action + rng.normal(0.0, level * MARKOV_NOISE_SCALE)
+            action = np.clip(action, -1.0, 1.0)
+            obs.append(ob)
+            actions.append(action)
+            states.append(_object_state(info))
+            ob, _, terminated, truncated, info = env.step(action)
+            success = success or bool(info["success"])
+            done = terminated or truncated
+    finally:
+        np.random.set_state(saved)
+    return Episode(np.asarray(obs, np.float32), np.asarray(actions, np.float32), goal, success, task_id,
+                   np.asarray(states, np.float32), np.asarray(ob, np.float32))
+
+
+def _split_plan(cfg: DemoConfig, split: str) -> list[tuple[int, float, bool]]:
+    """(episode index, noise level, labelled) for every episode of a split."""
+    if split == "val":
+        return [(i, cfg.noise, True) for i in range(cfg.num_val)]
+    plan = [(i, cfg.noise, True) for i in range(cfg.num_demos)]
+    return plan + [(cfg.num_demos + j, cfg.extra_noise, False) for j in range(cfg.num_extra)]
+
+
+def collect(cfg: DemoConfig, split: str, items: list[tuple[int, float, bool]]) -> list[Episode]:
+    """The episodes `items` of a split (one task's share): each its own seed, so any split of work agrees."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered", category=UserWarning)
+        env = make_env(f"{cfg.env_name}-play", max_episode_steps=cfg.max_steps)
+    try:
+        out = []
+        for index, noise, labelled in items:
+            seed = np.random.SeedSequence(cfg.seed, spawn_key=(SPLITS.index(split), index))
+            episode = run_episode(env, index % NUM_TASKS + 1, noise, cfg.p_random, seed)
+            episode.labelled = labelled
+            out.append(episode)
+        return out
+    finally:
+        env.close()
+
+
+def collect_split(cfg: DemoConfig, split: str, map_fn=map) -> list[Episode]:
+    """Every episode of a split, in tasks of `EPISODES_PER_TASK` mapped with `map_fn(fn, items)` (the
+    orchestrator passes a Ray map with a progress bar); episodes come back in order."""
+    plan = _split_plan(cfg, split)
+    chunks = [plan[i:i + EPISODES_PER_TASK] for i in range(0, len(plan), EPISODES_PER_TASK)]
+    return [ep for part in map_fn(partial(collect, cfg, split), chunks) for ep in part]
+
+
+# ---------------------------------------------------------------------------- files
+def write_episodes(path: Path, episodes: list[Episode], env_name: str, config: dict) -> None:
+    """Our layout (module docstring), atomically."""
+    import h5py
+
+    def write(handle):
+        with h5py.File(handle, "w") as f:
+            f.attrs.update({"format": FORMAT, "env_name": env_name, "config": json.dumps(config)})
+            for i, ep in enumerate(episodes):
+                g = f.create_group(f"episode_{i:05d}")
+                for key in ("observations", "actions", "goal", "object_state", "final_observation"):
+                    if getattr(ep, key) is not None:
+                        g.create_dataset(key, data=getattr(ep, key), compression="gzip")
+                g.attrs.update({"task_id": int(ep.task_id), "success": bool(ep.success), "labelled": bool(ep.labelled)})
+
+    replace_atomically(Path(path), write)
+
+
+def _write_dataset(cfg: DemoConfig, map_fn, directory: Path) -> None:
+    counts = {}
+    for split in SPLITS:
+        episodes = list(collect_split(cfg, split, map_fn))
+        (directory / split).mkdir(parents=True, exist_ok=True)
+        write_episodes(directory / split / FILE, episodes, cfg.env_name, asdict(cfg))
+        counts[split] = {"episodes": len(episodes), "successes": int(sum(e.success for e in episodes))}
+    write_json(directory / "meta.json", {"fingerprint": cfg.fingerprint(), "config": asdict(cfg), "counts": counts})
+
+
+def generate(cfg: DemoConfig, root: Path | None = None, map_fn=map) -> Path:
+    """The dataset directory for `cfg` (`<split>/demos.hdf5`) unless cached; episodes made by `map_fn`."""
+    directory = dataset_dir("manipulation_demos", cfg.fingerprint(), root)
+    ensure_dataset(directory, cfg.fingerprint(), partial(_write_dataset, cfg, map_fn))
+    return directory
+
+
+def _fail(path: Path, problem: str, fix: str):
+    raise DemoError(f"{path}: {problem}. Fix: {fix}")
+
+
+def _read_ours(f, path: Path) -> list[Episode]:
+    episodes = []
+    for name in sorted(k for k in f if k.startswith("episode_")):
+        g = f[name]
+        missing = [k for k in ("observations", "actions", "goal") if k not in g]
+        if missing:
+            _fail(path, f"episode {name} lacks {missing}", "regenerate it (`jepa data make manip_cube_single`)")
+        get = lambda key: np.asarray(g[key], np.float32) if key in g else None  # noqa: E731
+        episodes.append(Episode(get("observations"), get("actions"), get("goal"), bool(g.attrs.get("success", True)),
+                                int(g.attrs.get("task_id", 0)), get("object_state"), get("final_observation"),
+                                bool(g.attrs.get("labelled", True))))
+    return episodes
+
+
+def _read_aloha(f, path: Path) -> Episode:
+    """One ACT/ALOHA episode: `/action` [T, A], `/observations/qpos` [T, D] (images are not read)."""
+    if "action" not in f or "observations" not in f or "qpos" not in f["observations"]:
+        _fail(path, f"neither our demo layout (attr format={FORMAT!r}) nor an ACT/ALOHA episode "
+              f"(/action and /observations/qpos); it has {sorted(f)}", "point data.path at demos.hdf5 files made here "
+              "or at ALOHA episode_<i>.hdf5 files")
+    obs, actions = np.asarray(f["observations/qpos"], np.float32), np.asarray(f["action"], np.float32)
+    if len(obs) != len(actions) or len(obs) < 1:
+        _fail(path, f"/observations/qpos has {len(obs)} rows, /action {len(actions)}", "write one action per observation")
+    return Episode(obs, actions, obs[-1].copy(), bool(f.attrs.get("success", True)), 0, None, obs[-1].copy())
+
+
+def read_file(path: Path) -> list[Episode]:
+    """Episodes of one HDF5 file, ours or ACT/ALOHA's; a missing or corrupt file is a DemoError."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        _fail(path, "no such file", "generate the demos (`jepa data make manip_cube_single`) or fix data.path")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") == FORMAT:
+                return _read_ours(f, path)
+            return [_read_aloha(f, path)]
+    except OSError as err:
+        _fail(path, f"is not a readable HDF5 file ({err})", "regenerate or re-copy it; it may be truncated")
+
+
+def load_episodes(path: str | Path) -> list[Episode]:
+    """All episodes under `path`: one HDF5 file, or a directory of them (`*.hdf5`, `*.h5`, sorted)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted([*path.glob("*.hdf5"), *path.glob("*.h5")])
+        if not files:
+            _fail(path, "holds no .hdf5 files", "point data.path at a demos.hdf5 or a folder of ALOHA episode_<i>.hdf5 files")
+        episodes = [ep for file in files for ep in read_file(file)]
+    else:
+        episodes = read_file(path)
+    if not episodes:
+        _fail(path, "holds no episodes", "regenerate it")
+    dims = {(ep.observations.shape[1:], ep.actions.shape[1:]) for ep in episodes}
+    if len(dims) != 1:
+        _fail(path, f"episodes differ in observation/action shapes {sorted(dims)}", "keep one robot per dataset")
+    return episodes
+
+
+# ---------------------------------------------------------------------------- evaluation env
+class GoalObservation(gymnasium.Wrapper):
+    """OGBench's task env at one evaluation task, observing [state, goal, step index].
+
+    The step index lets a policy that keeps state across steps (temporal ensembling) see resets;
+    policies strip it (`split_observation`)."""
+
+    def __init__(self, env, task_id: int):
+        super().__init__(env)
+        self.task_id = task_id
+        self.t = 0
+        self.goal = None
+        dim = env.observation_space.shape[0]
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (2 * dim + 1,), np.float32)
+
+    def _obs(self, ob):
+        return np.concatenate([ob, self.goal, [self.t]]).astype(np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        ob, info = self.env.reset(seed=seed, options={"task_id": self.task_id, **(options or {})})
+        self.goal, self.t = np.asarray(info["goal"], np.float32), 0
+        return self._obs(ob), info
+
+    def step(self, action):
+        ob, reward, terminated, truncated, info = self.env.step(action)
+        self.t += 1
+        return self._obs(ob), reward, terminated, truncated, info
+
+
+def check_task(env_name: str, task_id: int) -> int:
+    if env_name not in SUPPORTED:
+        raise DemoError(f"unknown manipulation env {env_name!r}. Fix: use one of {list(SUPPORTED)}")
+    if not 1 <= int(task_id) <= NUM_TASKS:
+        raise DemoError(f"task_id {task_id} is not one of OGBench's evaluation tasks. Fix: use 1..{NUM_TASKS}")
+    return int(task_id)
+
+
+def make_goal_env(env_name: str = "cube-single", task_id: int = 1, max_episode_steps: int | None = None) -> GoalObservation:
+    """The evaluation env of `env_name` at evaluation task `task_id` (1..5)."""
+    import warnings
+
+    task_id = check_task(env_name, task_id)
+    kwargs = {"max_episode_steps": int(max_episode_steps)} if max_episode_steps else {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered", category=UserWarning)
+        return GoalObservation(make_env(f"{env_name}-play", **kwargs), task_id)
+
+
+def split_observation(x, obs_dim: int):
+    """[state, goal, t] -> (state ‖ goal, t)."""
+    return x[..., : 2 * obs_dim], x[..., 2 * obs_dim]
+
+
+# ---------------------------------------------------------------------------- training windows
+FAILED_CHOICES = ("drop", "jepa", "actions")  # what failed and extra episodes do in training
+
+
+def _role(ep: Episode, failed: str) -> float | None:
+    """1: teaches actions; 0: only the JEPA branch (failed/unlabelled with failed=jepa); None: dropped."""
+    if ep.success and ep.labelled:
+        return 1.0
+    return {"drop": None, "jepa": 0.0, "actions": 1.0}[failed]
+
+
+class DemoWindows:
+    """Every step t of the kept episodes as one training window (a torch map-style dataset):
+
+    observation [2D] = state_t ‖ goal; actions [k, A] = a_t .. a_{t+k-1} and action_mask [k] (0 past
+    the episode's end, ACT's padding); next_observations [k, D] = o_{t+1} .. o_{t+k} and next_mask [k];
+    labelled [] (see `_role`); future_state [4] = cube xyz and gripper opening at t + k (clipped to the
+    episode's last step) when the episodes record it (the world-model probe's target).
+    """
+
+    def __init__(self, episodes: list[Episode], chunk: int, failed: str = "drop"):
+        if failed not in FAILED_CHOICES:
+            raise DemoError(f"data.failed is {failed!r}. Fix: use one of {list(FAILED_CHOICES)}")
+        longest = max(len(ep) for ep in episodes)
+        if not 1 <= chunk <= longest:
+            raise DemoError(f"data.chunk={chunk} is longer than every episode (the longest has {longest} steps), so "
+                            f"every target would be padding. Fix: use data.chunk between 1 and {longest}")
+        kept = [(ep, role) for ep in episodes if (role := _role(ep, failed)) is not None]
+        if not kept:
+            raise DemoError("no episode is left to train on (all failed and data.failed=drop). "
+                            "Fix: lower data.noise, or set data.failed=jepa to use them in the JEPA branch")
+        self.chunk, self.episodes = chunk, [ep for ep, _ in kept]
+        parts = [self._windows(ep, role, chunk) for ep, role in kept]
+        self.arrays = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+    @staticmethod
+    def _windows(ep: Episode, role: float, k: int) -> dict[str, np.ndarray]:
+        T = len(ep)
+        t = np.arange(T)[:, None]
+        steps = t + np.arange(k)[None]  # [T, k]
+        last = ep.final_observation if ep.final_observation is not None else ep.observations[-1]
+        observed = np.concatenate([ep.observations, last[None]])  # T + 1 rows: o_0 .. o_T
+        nxt = steps + 1
+        out = {
+            "observation": np.concatenate([ep.observations, np.broadcast_to(ep.goal, ep.observations.shape)], 1),
+            "actions": np.where((steps < T)[..., None], ep.actions[np.minimum(steps, T - 1)], 0.0),
+            "action_mask": (steps < T).astype(np.float32),
+            "next_observations": observed[np.minimum(nxt, T)],
+            "next_mask": (nxt <= T).astype(np.float32),
+            "labelled": np.full(T, role, np.float32),
+        }
+        if ep.object_state is not None:
+            out["future_state"] = ep.object_state[np.minimum(t[:, 0] + k, T - 1)]
+        return {key: np.asarray(v, np.float32) for key, v in out.items()}
+
+    def __len__(self) -> int:
+        return len(self.arrays["labelled"])
+
+    def __getitem__(self, i):
+        import torch
+
+        return {key: torch.from_numpy(np.asarray(v[i])) for key, v in self.arrays.items()}

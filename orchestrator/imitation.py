@@ -1,0 +1,177 @@
+"""The imitation host (issue 19): supervised training on demo windows, then rollouts through RLlib.
+
+Training is the self-supervised loop's recipe in one process: the variant's `step` gives the loss,
+the configured optimiser and schedule (`make_optimizer`, `set_schedules`), gradient clipping,
+`after_step` (EMA), FLOPs charged from the traced step (`plan_run`), rows into the results store
+(`RunRecorder`). The loop itself is not reused: it hands no modules back and evaluates with the
+probe host's context. Evaluation, at the end:
+
+* `eval/task<i>/success` (and `_se`) over `eval.episodes` episodes at each of OGBench's five
+  evaluation goals, acted by `variant.act` on RLlib env runners (`orchestrator.rl.policy_module.rollout`),
+  `eval/success_mean` over the goals, which is also the run's `score`;
+* the world-model probe: ridge regression from the frozen context tokens (mean-pooled) to the cube's
+  position and the gripper's opening `data.chunk` steps ahead, fitted on train windows and scored as R²
+  on the val episodes (`probe/future_state_r2`), beside the same probe on the raw state ‖ goal
+  (`/raw_input`) and on a randomly initialised copy of the networks (`/random_init`).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from orchestrator import registry
+from orchestrator.budget import plan_run, reuse_step_flops
+from orchestrator.config import from_plain
+from orchestrator.optim import make_optimizer, set_schedules
+from orchestrator.runs import RunRecorder, check_finite
+from orchestrator.session import make_session
+from variants.base import Variant
+from variants.nn.probes import r2_score
+
+NUM_TASKS = 5
+PROBE_RIDGE = 1e-2  # ridge strength per sample, on standardised features
+
+
+def endless_batches(dataset, cfg, device: torch.device):
+    """Shuffled batches forever, reshuffled each epoch from the run's seed."""
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    if len(dataset) < int(cfg.train.batch_size):
+        raise ValueError(f"data {cfg.data.name!r}: {len(dataset)} windows cannot fill one batch of "
+                         f"{cfg.train.batch_size}. Fix: lower train.batch_size or raise data.num_demos")
+    loader = DataLoader(dataset, batch_size=int(cfg.train.batch_size), shuffle=True, drop_last=True, generator=generator)
+    while True:
+        for batch in loader:
+            yield {k: v.to(device) for k, v in batch.items()}
+
+
+def train_imitation(payload: dict, variant: Variant | None = None) -> dict:
+    """Train one imitation run to its FLOP/step budget, then evaluate; returns the last metrics."""
+    entered = time.perf_counter()
+    cfg, run_id = from_plain(payload["config"]), payload["run_id"]
+    reuse_step_flops(payload.get("step_flops", ()))
+    session = make_session(payload.get("session", "local"))
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    torch.manual_seed(int(cfg.seed))
+    device = torch.device("cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu")
+    entry = registry.dataset(cfg.data.name)
+    spec = entry.spec(cfg.data)
+    variant_cls = registry.variant(cfg.variant.name)
+    variant = variant if variant is not None else variant_cls(cfg, spec)
+    (plan,) = plan_run(variant_cls, cfg, spec, variant)
+    train_set = entry.load(cfg.data, "train")
+    data = endless_batches(train_set, cfg, device)
+    modules = variant.build("main").to(device)
+    optimizer = make_optimizer(variant, modules, "main", cfg)
+    params = [p for name in variant.trainable(modules, "main") for p in modules[name].parameters() if p.requires_grad]
+    recorder = RunRecorder(cfg, run_id, session)
+    started = time.perf_counter()
+    timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}
+    window_start, window_steps = time.perf_counter(), 0
+    try:
+        for step in range(plan.steps):
+            batch = next(data)
+            lr = set_schedules(optimizer, cfg, step, plan.steps)
+            modules.train()
+            out = variant.step(modules, batch, "main")
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            optimizer.step()
+            variant.after_step(modules, step + 1, plan.steps, "main")
+            window_steps += 1
+            done = step + 1 == plan.steps
+            if not (done or (step + 1) % cfg.train.log_every == 0):
+                continue
+            elapsed = time.perf_counter() - window_start
+            timing["train_s"] += elapsed
+            metrics = {"stage": "main", "step": step + 1, "flops_total": plan.flops_per_step * (step + 1), "lr": lr,
+                       "wall_s": time.perf_counter() - started,
+                       "samples_per_s": window_steps * cfg.train.batch_size / max(elapsed, 1e-9),
+                       **{k: float(v.detach()) for k, v in out.items()}}
+            check_finite(metrics["loss"], cfg, "main", step + 1)
+            metrics.update(variant.diagnostics(modules, "main"))
+            if done:
+                eval_start = time.perf_counter()
+                modules.eval()
+                metrics.update(evaluate(variant, modules, cfg, entry, train_set, device))
+                timing["eval_s"] += time.perf_counter() - eval_start
+            metrics.update(timing)
+            metrics["final"] = bool(done)
+            recorder.record(metrics, force=done)
+            window_start, window_steps = time.perf_counter(), 0
+    finally:
+        recorder.close()
+    return recorder.last
+
+
+# ---------------------------------------------------------------------------- evaluation
+def evaluate(variant, modules, cfg, entry, train_set, device) -> dict[str, float]:
+    out = world_model_probe(variant, modules, cfg, entry, train_set, device)
+    if int(cfg.eval.episodes) > 0 and not cfg.data.get("path"):
+        out.update(goal_success(variant, modules, cfg))
+    return out
+
+
+def goal_success(variant, modules, cfg) -> dict[str, float]:
+    """Success per evaluation goal and overall, each goal's episodes on RLlib env runners."""
+    from envs.manipulation import make_goal_env
+    from orchestrator.rl.policy_module import env_recipe, rollout
+
+    out, successes = {}, []
+    for task in range(1, NUM_TASKS + 1):
+        env = env_recipe(make_goal_env, {"env_name": str(cfg.data.env_name), "task_id": task}, cfg)
+        result = rollout(variant, modules, env, int(cfg.eval.episodes), int(cfg.eval.env_runners), int(cfg.seed))
+        out[f"eval/task{task}/success"] = result["rollout/success"]
+        out[f"eval/task{task}/success_se"] = result["rollout/success_se"]
+        successes.append(result["rollout/success"])
+    out["eval/success_mean"] = out["score"] = float(np.mean(successes))
+    # goals are equally weighted, episodes independent: s.e. of the mean of per-goal means
+    out["eval/success_mean_se"] = float(math.sqrt(sum(out[f"eval/task{t}/success_se"] ** 2 for t in range(1, NUM_TASKS + 1))) / NUM_TASKS)
+    return out
+
+
+@torch.no_grad()
+def _pooled(encode, dataset, device, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    feats, targets = [], []
+    rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit].tolist()
+    loader = DataLoader(torch.utils.data.Subset(dataset, rows), batch_size=512)
+    for batch in loader:
+        feats.append(encode({k: v.to(device) for k, v in batch.items()}).float().reshape(len(batch["labelled"]), -1).cpu())
+        targets.append(batch["future_state"])
+    return torch.cat(feats), torch.cat(targets)
+
+
+def ridge_r2(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """R² on `val` of a ridge regression fitted on `train` (features standardised on train)."""
+    (x, y), (xv, yv) = train, val
+    mean, std = x.mean(0), x.std(0)
+    keep = std > 1e-4  # near-constant columns (a goal's fixed parts) only add noise once standardised
+    x, xv = ((x - mean) / std.clamp_min(1e-4))[:, keep], ((xv - mean) / std.clamp_min(1e-4))[:, keep]
+    x, xv = torch.cat([x, torch.ones(len(x), 1)], 1), torch.cat([xv, torch.ones(len(xv), 1)], 1)
+    eye = torch.eye(x.shape[1]) * PROBE_RIDGE * len(x)
+    w = torch.linalg.solve(x.T @ x + eye, x.T @ y)
+    return r2_score(xv @ w, yv)
+
+
+def world_model_probe(variant, modules, cfg, entry, train_set, device) -> dict[str, float]:
+    """R² of the future cube position and gripper opening from the frozen context tokens (mean-pooled),
+    from the raw state ‖ goal, and from a random-init copy of the networks."""
+    if "future_state" not in train_set.arrays:
+        return {}
+    val_set = entry.load(cfg.data, "val")
+    train_n, val_n = int(cfg.eval.train_clips) * 8, int(cfg.eval.val_clips) * 8
+    torch.manual_seed(int(cfg.seed))
+    fresh = variant.build("main").to(device).eval()
+    encoders = {"": lambda b: variant.features(modules, b).mean(1),
+                "/random_init": lambda b: variant.features(fresh, b).mean(1),
+                "/raw_input": lambda b: b["observation"]}
+    out = {}
+    for suffix, encode in encoders.items():
+        out[f"probe/future_state_r2{suffix}"] = ridge_r2(_pooled(encode, train_set, device, train_n),
+                                                         _pooled(encode, val_set, device, val_n))
+    return out

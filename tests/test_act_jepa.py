@@ -1,0 +1,228 @@
+"""ACT and ACT-JEPA (issue 19): oracle demos at OGBench's evaluation goals, chunked targets, temporal
+ensembling, the JEPA branch's isolation, and the imitation host end to end."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from envs import manipulation
+from envs.manipulation import DemoConfig, DemoWindows, Episode
+from orchestrator import registry
+from orchestrator.config import ConfigError, compose_run
+from orchestrator.datasets import DataError
+from variants.act import ACT, TemporalEnsemble
+from variants.act_jepa import ACTJEPA
+from variants.base import DataSpec
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- data
+def test_the_oracle_reaches_every_evaluation_goal():
+    clean = manipulation.collect(DemoConfig(noise=0.0, p_random=0.0), "train", [(i, 0.0, True) for i in range(5)])
+    assert [ep.task_id for ep in clean] == [1, 2, 3, 4, 5]
+    assert all(ep.success for ep in clean)  # noise-free oracle: every goal
+    assert all(len(ep) < 200 for ep in clean)  # ended at the goal, not the time limit
+    noisy = manipulation.collect(DemoConfig(), "train", manipulation._split_plan(DemoConfig(num_demos=10), "train"))
+    assert np.mean([ep.success for ep in noisy]) >= 0.8  # the default noise still gives mostly successes
+    wild = manipulation.collect(DemoConfig(max_steps=80), "train", [(i, 3.0, False) for i in range(3)])
+    assert not all(ep.success for ep in wild)  # heavy noise gives failures, recorded as such
+
+
+def known_episode(T: int = 6, D: int = 3, A: int = 2, success: bool = True) -> Episode:
+    """o_t = [t, t, t], a_t = [t, -t]: every target names its step."""
+    obs = np.repeat(np.arange(T, dtype=np.float32)[:, None], D, 1)
+    actions = np.stack([np.arange(T), -np.arange(T)], 1).astype(np.float32)
+    return Episode(obs, actions, goal=np.full(D, 99.0, np.float32), success=success, task_id=1,
+                   object_state=np.repeat(np.arange(T, dtype=np.float32)[:, None], 4, 1),
+                   final_observation=np.full(D, float(T), np.float32))
+
+
+def test_chunked_action_targets_line_up_with_the_demo_timeline():
+    w = DemoWindows([known_episode()], chunk=3)
+    assert len(w) == 6
+    row = w[4]  # t = 4 of 6 steps: actions a_4, a_5, then padding
+    np.testing.assert_array_equal(row["actions"][:, 0], [4, 5, 0])
+    np.testing.assert_array_equal(row["action_mask"], [1, 1, 0])
+    np.testing.assert_array_equal(row["next_observations"][:, 0], [5, 6, 6])  # o_5, o_6 (the final state), padding
+    np.testing.assert_array_equal(row["next_mask"], [1, 1, 0])
+    np.testing.assert_array_equal(row["observation"], [4, 4, 4, 99, 99, 99])
+    np.testing.assert_array_equal(w[0]["actions"][:, 1], [0, -1, -2])
+    np.testing.assert_array_equal(w[1]["future_state"], [4, 4, 4, 4])  # state at t + k
+    np.testing.assert_array_equal(w[4]["future_state"], [5, 5, 5, 5])  # clipped to the last step
+
+
+def test_temporal_ensembling_matches_a_hand_computed_example():
+    m = 0.5
+    ens = TemporalEnsemble(m)
+    ens.add(0, torch.tensor([[1.0], [2.0], [3.0]]))
+    assert ens.action(0).item() == 1.0
+    ens.add(1, torch.tensor([[10.0], [20.0], [30.0]]))
+    w = math.exp(-m)  # the oldest prediction weighs 1, the next exp(-m)
+    assert ens.action(1).item() == pytest.approx((2.0 + w * 10.0) / (1 + w))
+    ens.add(2, torch.tensor([[100.0], [200.0], [300.0]]))
+    assert ens.action(2).item() == pytest.approx((3.0 + w * 20.0 + w * w * 100.0) / (1 + w + w * w))
+    ens.add(3, torch.tensor([[7.0], [8.0], [9.0]]))  # the chunk from step 0 no longer covers step 3
+    assert ens.action(3).item() == pytest.approx((30.0 + w * 200.0 + w * w * 7.0) / (1 + w + w * w))
+
+
+def run_cfg(name: str, **variant):
+    base = {"variant": {**ACT.Config().__dict__, **(ACTJEPA.Config().__dict__ if name == "act_jepa" else {}), **variant},
+            "seed": 0}
+    base["variant"].update(hidden=32, heads=2, ff=64, layers=1, decoder_layers=1, latent=4)
+    return OmegaConf.create(base)
+
+
+def small(name: str, chunk: int = 3, **variant):
+    """A tiny ACT / ACT-JEPA for the synthetic episodes (D = 3, A = 2)."""
+    inputs = {"observation": (6,), "actions": (chunk, 2), "action_mask": (chunk,), "next_observations": (chunk, 3),
+              "next_mask": (chunk,), "labelled": ()}
+    cls = ACTJEPA if name == "act_jepa" else ACT
+    variant = cls(run_cfg(name, **variant), DataSpec(kind="demos", inputs=inputs))
+    torch.manual_seed(0)
+    return variant, variant.build("main")
+
+
+def batch_of(*episodes, chunk=3, failed="jepa"):
+    w = DemoWindows(list(episodes), chunk, failed)
+    return {k: torch.from_numpy(v) for k, v in w.arrays.items()}
+
+
+def test_act_through_its_policy_ensembles_its_own_chunks():
+    variant, modules = small("act", ensemble_m=0.3)
+    obs = torch.cat([torch.randn(1, 6), torch.zeros(1, 1)], 1)  # [state, goal, t = 0]
+    first = variant.act(modules, obs)
+    chunk0 = variant.predict_chunk(modules, obs[:, :-1])[0]
+    torch.testing.assert_close(first[0], chunk0[0])
+    nxt = torch.cat([torch.randn(1, 6), torch.ones(1, 1)], 1)
+    chunk1 = variant.predict_chunk(modules, nxt[:, :-1])[0]
+    w = math.exp(-0.3)
+    torch.testing.assert_close(variant.act(modules, nxt)[0], (chunk0[1] + w * chunk1[0]) / (1 + w))
+    torch.testing.assert_close(variant.act(modules, obs)[0], chunk0[0])  # t = 0 again: a fresh episode
+
+
+def test_the_target_branch_receives_no_gradient_and_follows_by_ema():
+    variant, modules = small("act_jepa")
+    out = variant.step(modules, batch_of(known_episode()), "main")
+    out["loss"].backward()
+    assert out["jepa"].item() > 0
+    assert all(p.grad is None and not p.requires_grad for p in modules["target_encoder"].parameters())
+    assert all(p.grad is not None for p in modules["predictor"].parameters())
+    assert any(p.grad.abs().sum() > 0 for p in modules["encoder"].parameters())
+    assert "target_encoder" not in variant.trainable(modules, "main")
+    with torch.no_grad():
+        for p in modules["encoder"].parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in modules["target_encoder"].parameters()]
+    variant.after_step(modules, 1, 10, "main")
+    assert all(not torch.equal(a, p) for a, p in zip(before, modules["target_encoder"].parameters()))
+
+
+def test_failed_episodes_reach_only_the_jepa_branch_when_configured():
+    good, bad = known_episode(success=True), known_episode(success=False)
+    assert len(DemoWindows([good, bad], 3, "drop")) == 6  # dropped
+    assert DemoWindows([good, bad], 3, "actions").arrays["labelled"].tolist() == [1.0] * 12
+    batch = batch_of(good, bad, failed="jepa")
+    assert batch["labelled"].tolist() == [1.0] * 6 + [0.0] * 6
+    variant, modules = small("act_jepa", cvae=False)
+    torch.set_grad_enabled(False)
+    try:
+        check_branches(variant, modules, batch)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def check_branches(variant, modules, batch):
+    base = variant.step(modules, batch, "main")
+    moved_actions = {**batch, "actions": batch["actions"].clone()}
+    moved_actions["actions"][6:] += 5.0  # the failed episode's actions
+    out = variant.step(modules, moved_actions, "main")
+    assert float(out["action_l1"]) == pytest.approx(float(base["action_l1"]))  # never an action target
+    moved_obs = {**batch, "next_observations": batch["next_observations"].clone()}
+    moved_obs["next_observations"][6:] += 5.0
+    assert float(variant.step(modules, moved_obs, "main")["jepa"]) != pytest.approx(float(base["jepa"]))  # but JEPA learns from it
+
+
+# ---------------------------------------------------------------------------- files
+def write_aloha(path: Path, T: int = 8, D: int = 14):
+    with h5py.File(path, "w") as f:
+        f.attrs["sim"] = True
+        f.create_dataset("action", data=np.arange(T * D, dtype=np.float32).reshape(T, D))
+        obs = f.create_group("observations")
+        obs.create_dataset("qpos", data=np.ones((T, D), np.float32) * np.arange(T)[:, None])
+        obs.create_dataset("qvel", data=np.zeros((T, D), np.float32))
+        obs.create_group("images").create_dataset("top", data=np.zeros((T, 4, 4, 3), np.uint8))
+
+
+def test_reads_act_aloha_episodes_and_its_own_layout(tmp_path):
+    for i in range(2):
+        write_aloha(tmp_path / f"episode_{i}.hdf5", T=8 + i)
+    episodes = manipulation.load_episodes(tmp_path)
+    assert [len(ep) for ep in episodes] == [8, 9] and episodes[0].observations.shape == (8, 14)
+    np.testing.assert_array_equal(episodes[1].goal, np.full(14, 8.0))  # the last state is the goal
+    ours = tmp_path / "ours" / "demos.hdf5"
+    ours.parent.mkdir()
+    manipulation.write_episodes(ours, [known_episode(), known_episode(success=False)], "cube-single", {})
+    back = manipulation.load_episodes(ours)
+    assert [ep.success for ep in back] == [True, False]
+    np.testing.assert_array_equal(back[0].actions, known_episode().actions)
+    np.testing.assert_array_equal(back[0].object_state, known_episode().object_state)
+
+
+def cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def test_bad_input_fails_with_a_fix(tmp_path):
+    with pytest.raises(manipulation.DemoError, match="Fix: use 1..5"):
+        manipulation.make_goal_env("cube-single", task_id=9)
+    with pytest.raises(manipulation.DemoError, match="unknown manipulation env.*Fix:"):
+        manipulation.make_goal_env("cube-quadruple", task_id=1)
+    with pytest.raises(manipulation.DemoError, match="no such file.*Fix:"):
+        manipulation.load_episodes(tmp_path / "missing.hdf5")
+    corrupt = tmp_path / "corrupt.hdf5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 50)
+    with pytest.raises(manipulation.DemoError, match="not a readable HDF5.*Fix:"):
+        manipulation.load_episodes(corrupt)
+    with pytest.raises(manipulation.DemoError, match="longer than every episode.*Fix: use data.chunk between 1 and 6"):
+        DemoWindows([known_episode()], chunk=7)
+    write_aloha(tmp_path / "episode_0.hdf5")
+    entry = registry.dataset("manip_cube_single")
+    with pytest.raises(DataError, match="longer than every episode"):
+        entry.check(OmegaConf.structured(entry.config_class(path=str(tmp_path / "episode_0.hdf5"), chunk=50)))
+    with pytest.raises(DataError, match="data.max_steps=200.*Fix:"):
+        entry.check(OmegaConf.structured(entry.config_class(chunk=500)))
+    with pytest.raises(ConfigError, match="no demo windows.*Fix: use data=manip_cube_single"):
+        compose_run(["variant=act_jepa", "data=ogbench_cube_single_play", "budget.steps=1"])
+    run = cli("run", "variant=act", "data=manip_cube_single", f"data.path={corrupt}", "budget.steps=1", cwd=tmp_path)
+    said = run.stdout + run.stderr
+    assert run.returncode == 2 and "error:" in said and "not a readable HDF5" in said and "Fix:" in said, said
+    run = cli("run", "variant=act", "data=manip_cube_single", f"data.path={tmp_path / 'nope'}", "budget.steps=1", cwd=tmp_path)
+    said = run.stdout + run.stderr
+    assert run.returncode == 2 and "error:" in said and "no such file" in said and "Fix:" in said, said
+
+
+# ---------------------------------------------------------------------------- the host, end to end
+@pytest.mark.slow
+def test_act_jepa_trains_and_is_scored_by_rollouts_on_every_goal(ray_session, data_root, tmp_path):
+    from orchestrator.train import launch
+
+    cfg = compose_run(["variant=act_jepa", "data=manip_cube_single", f"data.root={data_root}", "data.num_demos=6",
+                       "data.num_val=2", "data.num_extra=2", "data.failed=jepa", "variant.hidden=32", "variant.heads=2",
+                       "variant.ff=64", "budget.steps=6", "train.batch_size=16", "train.log_every=3", "eval.episodes=1",
+                       "eval.episode_length=5", f"storage={tmp_path}"])
+    out = launch(cfg, "act-jepa-e2e")
+    for task in range(1, 6):
+        assert 0.0 <= out[f"eval/task{task}/success"] <= 1.0
+    assert out["score"] == out["eval/success_mean"] and out["flops_total"] > 0 and out["jepa"] > 0
+    assert {"probe/future_state_r2", "probe/future_state_r2/raw_input", "probe/future_state_r2/random_init"} <= set(out)
