@@ -74,8 +74,11 @@ def fit_probe(
 
 
 def _standardize(train: Tensor, val: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """Both splits scaled by the train split's statistics over `dims`."""
-    mean, std = train.mean(dim=dims, keepdim=True), train.std(dim=dims, keepdim=True) + 1e-6
+    """Both splits scaled by the train split's statistics over `dims`. A feature constant on the train split
+    (a raw pixel that is always background) carries nothing to learn: it becomes 0 in both splits, where
+    dividing by ~1e-6 would blow its val values up to ~1e6 (a raw-pixel R² of −2e7)."""
+    mean, std = train.mean(dim=dims, keepdim=True), train.std(dim=dims, keepdim=True)
+    std = torch.where(std > 1e-6, std, torch.full_like(std, torch.inf))
     return (train - mean) / std, (val - mean) / std
 
 
