@@ -14,11 +14,16 @@ from omegaconf import OmegaConf
 from orchestrator.datasets import video_datasets
 from orchestrator.entries import DatasetEntry, UnknownNameError
 from orchestrator.image_data import image_entries
+from orchestrator.imitation_data import manipulation_entries
 from orchestrator.lidar_data import lidar_entries
 from orchestrator.linear_data import linear_entries
+from orchestrator.object_views_data import object_views_entries
 from orchestrator.rl.baseline_variants import BASELINES  # RLlib-free: listing variants must not import RLlib
 from orchestrator.rl.datasets import exorl_entries, ogbench_entries
 from orchestrator.tabular_datasets import tabular_entries
+from orchestrator.ui_data import ui_entries
+from variants.act import ACT
+from variants.act_jepa import ACTJEPA
 from variants.ad_l_jepa import ADLJEPA
 from variants.base import Variant, check_contract
 from variants.dmt_jepa import DMTJEPA
@@ -27,14 +32,16 @@ from variants.ijepa import IJEPA
 from variants.linear_jepa import LinearJEPA
 from variants.occupancy_mae import OccupancyMAE
 from variants.salt import SALT
+from variants.seq_jepa import SEQ_JEPA_VARIANTS
 from variants.t_jepa import TJEPA
 from variants.td_jepa import TDJEPA
+from variants.ui_jepa import UIJEPA
 from variants.vjepa import VJEPA
 
 
 @functools.cache
 def variants() -> dict[str, type[Variant]]:
-    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, SALT, TDJEPA, FB, TJEPA, LinearJEPA, IJEPA, DMTJEPA, ADLJEPA, OccupancyMAE, *BASELINES)}
+    found: dict[str, type[Variant]] = {cls.name: cls for cls in (VJEPA, UIJEPA, SALT, TDJEPA, FB, TJEPA, LinearJEPA, IJEPA, DMTJEPA, ADLJEPA, OccupancyMAE, *SEQ_JEPA_VARIANTS, ACT, ACTJEPA, *BASELINES)}
     for ep in entry_points(group="jepa_orchestrator.variants"):
         cls = ep.load()
         found[cls.name] = cls
@@ -45,7 +52,7 @@ def variants() -> dict[str, type[Variant]]:
 
 @functools.cache
 def datasets() -> dict[str, DatasetEntry]:
-    found = {entry.name: entry for entry in video_datasets() + exorl_entries() + ogbench_entries() + tabular_entries() + linear_entries() + lidar_entries() + image_entries()}
+    found = {entry.name: entry for entry in video_datasets() + exorl_entries() + ogbench_entries() + tabular_entries() + linear_entries() + lidar_entries() + image_entries() + ui_entries() + object_views_entries() + manipulation_entries()}
     for ep in entry_points(group="jepa_orchestrator.datasets"):
         entry = ep.load()
         found[entry.name] = entry

@@ -12,12 +12,14 @@ from orchestrator.evaluate.class_probe import ClassProbe
 from orchestrator.evaluate.dense_probe import DenseProbe
 from orchestrator.evaluate.downstream_mlp import DownstreamMLP
 from orchestrator.evaluate.feature_stats import FeatureStats
+from orchestrator.evaluate.intent_decoding import IntentDecoding
+from orchestrator.evaluate.mlp_regression import MLPRegression
 from orchestrator.evaluate.regression_probe import RegressionProbe
 from orchestrator.evaluate.rollout_success import RolloutSuccess
 from orchestrator.evaluate.zero_shot_returns import ZeroShotReturns
 from variants.base import DataSpec
 
-BUILT_IN = (ClassProbe, RegressionProbe, DenseProbe, DownstreamMLP, ZeroShotReturns, RolloutSuccess, FeatureStats, BEVDetection)
+BUILT_IN = (ClassProbe, RegressionProbe, DenseProbe, DownstreamMLP, ZeroShotReturns, RolloutSuccess, FeatureStats, BEVDetection, IntentDecoding, MLPRegression)
 GROUP = "jepa_orchestrator.evaluations"
 
 
