@@ -172,3 +172,16 @@ def load_split(
             f"delete the directory and rerun `{hint}`."
         )
     return loaded
+
+
+def load_npz_split(path: Path, split: str, kind: str, hint: str, count_key: str) -> dict[str, np.ndarray]:
+    """One split written as a single ``<split>.npz``, its length (``count_key``'s) checked against meta.json;
+    a missing or truncated copy names ``hint``, the command that makes it."""
+    path = Path(path)
+    count = _read_meta(path, kind, hint)["counts"][split]
+    with np.load(path / f"{split}.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    if len(arrays[count_key]) != count:
+        raise ValueError(f"{path}: split {split!r} has {len(arrays[count_key])} {kind} samples, meta.json says {count}; "
+                         f"delete the directory and rerun `{hint}`.")
+    return arrays

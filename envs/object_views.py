@@ -12,14 +12,18 @@ The orchestrator entry (orchestrator/object_views_data.py) spreads the rendering
 from __future__ import annotations
 
 import colorsys
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from envs import require_rendering, settle_gl_backend
-from envs.cache import META_FILE, clip_rng, config_fingerprint, dataset_dir
+from envs.cache import (
+    clip_rng,
+    config_fingerprint,
+    dataset_dir,
+    load_npz_split,
+)
 
 GENERATOR_VERSION = 1
 RENDERING = "rendering object views (data=object_views)"
@@ -192,13 +196,4 @@ def views_dir(cfg: ObjectViewsConfig, root: Path | None = None) -> Path:
 
 def load_object_views(path: Path, split: str) -> dict[str, np.ndarray]:
     """One split as arrays; a missing or truncated copy names the command that makes it."""
-    meta_path = Path(path) / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"No complete object_views dataset at {path} ({META_FILE} is missing). Generate it with `{MAKE_HINT}`.")
-    count = json.loads(meta_path.read_text())["counts"][split]
-    with np.load(Path(path) / f"{split}.npz", allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    if len(arrays["views"]) != count:
-        raise ValueError(f"{path}: split {split!r} has {len(arrays['views'])} objects, meta.json says {count}; "
-                         f"delete the directory and rerun `{MAKE_HINT}`.")
-    return arrays
+    return load_npz_split(path, split, "object_views", MAKE_HINT, "views")

@@ -10,7 +10,6 @@ disk by ``envs.cache``. Also an ImageFolder-style loader for the user's own PNG/
 """
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache, partial
@@ -27,6 +26,7 @@ from envs.cache import (
     config_fingerprint,
     dataset_dir,
     ensure_dataset,
+    load_npz_split,
     replace_atomically,
     write_json,
 )
@@ -185,16 +185,8 @@ def ensure_scenes(cfg: ScenesConfig, root: Path | None = None) -> Path:
 
 
 def load_scenes(path: Path, split: str) -> dict[str, np.ndarray]:
-    meta_path = Path(path) / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"No complete scenes dataset at {path} ({META_FILE} is missing). Generate it with `{MAKE_HINT}`.")
-    count = json.loads(meta_path.read_text())["counts"][split]
-    with np.load(Path(path) / f"{split}.npz", allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    if len(arrays["image"]) != count:
-        raise ValueError(f"{path}: split {split!r} has {len(arrays['image'])} scenes, meta.json says {count}; "
-                         f"delete the directory and rerun `{MAKE_HINT}`.")
-    return arrays
+    """One split as arrays; a missing or truncated copy names the command that makes it."""
+    return load_npz_split(path, split, "scenes", MAKE_HINT, "image")
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
