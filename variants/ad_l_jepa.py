@@ -91,7 +91,7 @@ def check_bev_model(cfg, fail) -> None:
     if cfg.model.get("family") == "cnn" and any(int(s) != 1 for s in cfg.model.strides):
         fail("model.strides", f"is {list(cfg.model.strides)}; the BEV variants embed every cell", "use model.strides=[1,1,1] (one 1 per stage)")
     if cfg.data.get("grid") is None:
-        fail("data", f"is {cfg.data.name!r}, not a BEV dataset", "use data=lidar_scenes")
+        fail("data", f"is {cfg.data.name!r}, not a BEV dataset", "use data=lidar_scenes or data=lidar_kitti data.path=DIR")
 
 
 def bev_features(encoder: nn.Module, bev: Tensor) -> Tensor:
