@@ -3,8 +3,16 @@
 Rendered once per config (envs/object_views.py) and cached under `envs.cache.data_root()/object_views/<fingerprint>/`,
 in chunks over Ray tasks when Ray is up (else in this process), with a progress bar. A sample is one object:
 `views` [V, 3, H, W] with their orientations `quats` [V, 4] (the variant turns them into actions), the class
-`label`, the relative rotation from view 0 to view 1 `rel_rotation` [4] (the equivariance probe's target),
-and `raw_pair` [1, 2·3·16·16], views 0 and 1 pooled to 16 px (the raw-pixel baseline's features).
+`label`, the relative rotation from view 0 to view 1 as a quaternion `rel_rotation` [4] (w >= 0) and as a
+rotation matrix `rel_rotation_matrix` [9] (the equivariance probes' targets; the matrix is continuous, where the
+quaternion's sign fix jumps at 180°), and `raw_pair` [1, 2·3·16·16], views 0 and 1 pooled to 16 px (the raw-pixel
+baseline's features).
+
+The set serves every object once per ordered pair of its views (V·(V−1) items per object), interleaved: item k
+is object k mod N with its views reordered so that pair round k // N comes first (round 0 is the stored order,
+views 0 → 1). So the probes' first `eval.train_clips` items are each object once when that is <= N, and r pairs
+of every object at r·N: the relative-rotation probe gets many pairs per object, its splits still object-disjoint.
+Training draws its views at random per object, so the repetition does not change what it sees.
 """
 from __future__ import annotations
 
@@ -94,22 +102,43 @@ def _read(path: str, split: str) -> dict[str, np.ndarray]:
     return ov.load_object_views(Path(path), split)
 
 
+def ordered_pairs(views: int) -> list[tuple[int, int]]:
+    """Every ordered pair of distinct views, by offset then first view: (0,1), (1,2), …, (V−1,0), (0,2), …; each
+    round of V pairs uses every view once as first and once as second."""
+    return [(a, (a + offset) % views) for offset in range(1, views) for a in range(views)]
+
+
+def rotation_matrix(q: torch.Tensor) -> torch.Tensor:
+    """Quaternions (w, x, y, z) [..., 4] as flattened rotation matrices [..., 9] (the same for q and −q)."""
+    q = q / q.norm(dim=-1, keepdim=True)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)
+
+
 class ObjectViews(Dataset):
-    """One object per sample: its views, their orientations, its class and the probes' targets."""
+    """One object per item, once per ordered view pair (see the module docstring): its views, their orientations,
+    its class and the probes' targets."""
 
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.views = arrays["views"]  # uint8 [N, V, H, W, 3]
         self.quats = torch.from_numpy(arrays["quat"]).float()
         self.labels = torch.from_numpy(arrays["label"]).long()
+        views = self.views.shape[1]
+        self.orders = [[a, b, *(v for v in range(views) if v not in (a, b))] for a, b in ordered_pairs(views)]
 
     def __len__(self) -> int:
-        return len(self.views)
+        return len(self.views) * len(self.orders)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        views = normalise(torch.from_numpy(np.ascontiguousarray(self.views[i])).permute(0, 3, 1, 2).float() / 255.0)
-        quats = self.quats[i]
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        round_, i = divmod(k, len(self.views))
+        order = self.orders[round_]
+        views = normalise(torch.from_numpy(np.ascontiguousarray(self.views[i][order])).permute(0, 3, 1, 2).float() / 255.0)
+        quats = self.quats[i][order]
+        rel = relative_rotation(quats[0], quats[1])  # data.views >= 2 (checked)
         return {"views": views.contiguous(), "quats": quats, "label": self.labels[i],
-                "rel_rotation": relative_rotation(quats[0], quats[1]),
+                "rel_rotation": rel, "rel_rotation_matrix": rotation_matrix(rel),
                 "raw_pair": F.adaptive_avg_pool2d(views[:2], RAW_SIZE).reshape(1, -1)}
 
 
@@ -121,7 +150,7 @@ def spec(cfg) -> DataSpec:
     v, s = int(cfg.views), int(cfg.size)
     return DataSpec(kind="object_views", frames=v, size=s, channels=3, input_key="views", raw_key="raw_pair",
                     inputs={"views": (v, 3, s, s), "quats": (v, 4)},
-                    num_classes={"label": len(ov.OBJECT_SETS.get(cfg.object_set, ()))}, float_targets={"rel_rotation": 4})
+                    num_classes={"label": len(ov.OBJECT_SETS.get(cfg.object_set, ()))}, float_targets={"rel_rotation": 4, "rel_rotation_matrix": 9})
 
 
 def object_views_entries() -> list[DatasetEntry]:

@@ -19,6 +19,7 @@ from orchestrator.datasets import DataError
 from orchestrator.evaluate.base import Features
 from orchestrator.evaluate.mlp_regression import MLPRegression
 from orchestrator.evaluate.regression_probe import RegressionProbe
+from orchestrator.object_views_data import ObjectViews, ordered_pairs, rotation_matrix
 from orchestrator.train import launch
 from tests.conftest import tiny_overrides
 from variants.nn.probes import fit_regressor
@@ -123,6 +124,7 @@ def test_the_entry_serves_views_with_their_rotation_targets(tmp_path):
     cfg = compose_run(["variant=seq_jepa", *SMALL, f"data.root={tmp_path}", "data.num_train=4", "data.num_val=2"])
     item = registry.dataset("object_views").load(cfg.data, "train")[1]
     assert item["views"].shape == (4, 3, 32, 32) and item["raw_pair"].shape == (1, 2 * 3 * 16 * 16)
+    assert item["rel_rotation_matrix"].shape == (9,)
     assert torch.allclose(item["rel_rotation"], relative_rotation(item["quats"][0], item["quats"][1]))
 
 
@@ -134,8 +136,10 @@ def test_the_r2_probe_recovers_a_planted_linear_relation():
     y = x[:, 0] @ w + 0.05 * torch.randn(600, 4, generator=gen)
     cfg = compose_run(["variant=seq_jepa", *SMALL, "eval.probe=linear", "eval.epochs=40", "eval.lr=0.01"])
     spec = registry.dataset("object_views").spec(cfg.data)
-    r2 = RegressionProbe().score(Features(x[:500], {"rel_rotation": y[:500]}), Features(x[500:], {"rel_rotation": y[500:]}), spec, cfg)
-    assert r2["probe_r2_rel_rotation"] > 0.95
+    ys = {"rel_rotation": y, "rel_rotation_matrix": y[:, :3] @ torch.randn(3, 9, generator=gen)}
+    r2 = RegressionProbe().score(Features(x[:500], {k: v[:500] for k, v in ys.items()}),
+                                 Features(x[500:], {k: v[500:] for k, v in ys.items()}), spec, cfg)
+    assert r2["probe_r2_rel_rotation"] > 0.95 and r2["probe_r2_rel_rotation_matrix"] > 0.95
     shuffled = fit_regressor(x[:500], {"y": y[torch.randperm(500, generator=gen)]}, x[500:], {"y": y[500:]},
                              kind="linear", epochs=40, lr=0.01)
     assert shuffled["y"] < 0.1  # no relation, no R²
@@ -149,9 +153,49 @@ def test_the_mlp_probe_reads_a_bilinear_relation_a_linear_probe_cannot():
     y = (x[:, 0, :2] * x[:, 0, 2:]).contiguous()
     cfg = compose_run(["variant=seq_jepa", *SMALL, "eval.probe=linear", "eval.epochs=60", "eval.lr=0.003"])
     spec = registry.dataset("object_views").spec(cfg.data)
-    train, val = Features(x[:1200], {"rel_rotation": y[:1200]}), Features(x[1200:], {"rel_rotation": y[1200:]})
+    ys = {"rel_rotation": y, "rel_rotation_matrix": y.repeat(1, 5)[:, :9]}
+    train, val = Features(x[:1200], {k: v[:1200] for k, v in ys.items()}), Features(x[1200:], {k: v[1200:] for k, v in ys.items()})
     assert RegressionProbe().score(train, val, spec, cfg)["probe_r2_rel_rotation"] < 0.1
     assert MLPRegression().score(train, val, spec, cfg)["mlp_r2_rel_rotation"] > 0.8
+
+
+def planted_objects(n: int, views: int) -> ObjectViews:
+    """Objects with blank views under the data's own rotation law (Euler angles in ±90° per axis)."""
+    euler = np.random.default_rng(0).uniform(-90, 90, (n * views, 3))
+    quat = np.stack([ov._quat_of_euler(e) for e in euler]).reshape(n, views, 4).astype(np.float32)
+    return ObjectViews({"views": np.zeros((n, views, 8, 8, 3), np.uint8), "quat": quat, "label": np.zeros(n, np.int64)})
+
+
+def test_objects_are_served_once_per_ordered_view_pair_stored_order_first():
+    ds = planted_objects(5, 4)
+    assert len(ds) == 5 * 4 * 3 and len(set(ordered_pairs(4))) == 12
+    for k in range(5):  # the first N items: every object once, views 0 -> 1 (what eval.train_clips <= N keeps)
+        assert torch.equal(ds[k]["quats"], ds.quats[k])
+    for i in range(5):
+        served = {tuple(ds.quats[i].tolist().index(q) for q in ds[r * 5 + i]["quats"][:2].tolist()) for r in range(12)}
+        assert served == set(ordered_pairs(4))
+        item = ds[7 * 5 + i]
+        assert torch.allclose(item["rel_rotation"], relative_rotation(item["quats"][0], item["quats"][1]))
+        assert torch.allclose(item["rel_rotation_matrix"], rotation_matrix(item["rel_rotation"]))
+
+
+def test_the_pair_probe_reads_a_planted_rotation():
+    """Features that hold the answer (the two views' true orientations) must give R² near 1: a probe or target
+    that cannot (a sign jump, bad scaling) would make every encoder's rotation R² meaningless. Train and val
+    objects are disjoint; the quaternion target (w >= 0) jumps at 180°, so it sits below the matrix's."""
+    n, views = 120, 5
+    ds = planted_objects(n, views)
+    items = [ds[k] for k in range(len(ds))]
+    x = torch.stack([rotation_matrix(it["quats"][:2]).reshape(1, 18) for it in items])
+    ys = {k: torch.stack([it[k] for it in items]) for k in ("rel_rotation", "rel_rotation_matrix")}
+    is_val = torch.arange(len(ds)) % n >= 96
+    cfg = compose_run(["variant=seq_jepa", *SMALL, "eval.probe=linear", "eval.epochs=30", "eval.lr=0.003"])
+    spec = registry.dataset("object_views").spec(cfg.data)
+    split = lambda feats, rows: Features(feats[rows], {k: v[rows] for k, v in ys.items()})
+    r2 = MLPRegression().score(split(x, ~is_val), split(x, is_val), spec, cfg)
+    assert r2["mlp_r2_rel_rotation_matrix"] > 0.9 and r2["mlp_r2_rel_rotation"] > 0.8
+    shuffled = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))]
+    assert MLPRegression().score(split(shuffled, ~is_val), split(shuffled, is_val), spec, cfg)["mlp_r2_rel_rotation_matrix"] < 0.1
 
 
 # ------------------------------------------------------------------------------- bad input

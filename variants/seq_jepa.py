@@ -209,7 +209,9 @@ class SeqJEPA(EMATarget, Variant):
         return encoder(batch["views"][:, 0])[:, None]
 
     def pair_features(self, encoder: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        """Views 0 and 1's embeddings concatenated [B, 1, 2D]: what the relative-rotation probe reads."""
+        """Views 0 and 1's embeddings concatenated [B, 1, 2D]: what the relative-rotation probe reads (data=object_views
+        serves each object once per ordered view pair, reordered so the pair comes first: `eval.train_clips` > N
+        gives the probe several pairs per object)."""
         b = batch["views"].size(0)
         return encoder(batch["views"][:, :2].flatten(0, 1)).reshape(b, 1, -1)
 
