@@ -8,6 +8,11 @@ hands out batches of the same size, so one can see the sampler is not the bottle
     python -m bench.rl_update                          # CPU: hidden 1024, batch 1024 (slow), eager and compile
     python -m bench.rl_update --device cuda            # + CUDA graphs (torch.compile mode="reduce-overhead")
     python -m bench.rl_update --hidden 256 --batch 256 # a quick CPU look
+    python -m bench.rl_update --only-pixels            # TD-JEPA and FB from pixels (variant.obs=pixels)
+
+The pixel lines: one eager update of TD-JEPA and of FB on 3 stacked 64 x 64 frames (DrQ conv encoder,
+random shifts) at `--pixel-hidden` x `--pixel-batch`, with the batch's frame stacks gathered from a
+`FrameStore` of uint8 frames inside the timed update, as the RLlib learner does.
 """
 from __future__ import annotations
 
@@ -39,6 +44,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--modes", default="", help="comma list of eager,compile,cudagraphs (default: what the device allows)")
     p.add_argument("--no-sampler", action="store_true", help="skip the OfflineData sampling rate")
     p.add_argument("--no-rllib", action="store_true", help="skip the update rate through RLlib's Algorithm.train()")
+    p.add_argument("--pixel-hidden", type=int, default=256)
+    p.add_argument("--pixel-batch", type=int, default=64)
+    p.add_argument("--no-pixels", action="store_true", help="skip the pixel update rates")
+    p.add_argument("--only-pixels", action="store_true", help="only the pixel update rates")
     return p.parse_args()
 
 
@@ -95,7 +104,12 @@ def sampler_batches_per_second(batch: int, iters: int = 50) -> float:
     """RLlib OfflineData.sample() over a Parquet file of walker-sized transitions (ray.data)."""
     import ray
 
-    from orchestrator.rl.data import InProcessOfflineData, TransitionPreLearner, offline_data_options, offline_input
+    from orchestrator.rl.data import (
+        InProcessOfflineData,
+        TransitionPreLearner,
+        offline_data_options,
+        offline_input,
+    )
     from orchestrator.rl.loop import ZeroShotConfig
 
     data = walker_like_data()
@@ -173,11 +187,61 @@ def rllib_updates_per_second(args, updates: int) -> float:
         ray.shutdown()
 
 
+def pixel_updates_per_second(variant_name: str, args, device: torch.device) -> float:
+    """Eager updates/s from pixels: frame stacks gathered from uint8 frames, loss, backward, Adam, EMA."""
+    from orchestrator.rl.frames import FrameStore, frame_transitions
+    from variants.fb import FB, FBConfig
+    from variants.nn.pixel_encoder import STACK_SHAPE
+
+    cls, config = {"td_jepa": (TDJEPA, TDJEPAConfig), "fb": (FB, FBConfig)}[variant_name]
+    cfg = OmegaConf.create({"seed": 0, "variant": {**asdict(config()), "hidden": args.pixel_hidden, "obs": "pixels"}})
+    spec = DataSpec(kind="rl", inputs={"observation": STACK_SHAPE, "next_observation": STACK_SHAPE,
+                                       "future_observation": STACK_SHAPE, "action": WALKER_SIZES["action"]})
+    variant = cls(cfg, spec)
+    modules = variant.build("main").to(device)
+    optimizer = torch.optim.Adam([p for p in modules.parameters() if p.requires_grad], lr=1e-4)
+    rng = np.random.default_rng(0)
+    index = frame_transitions(np.full(5, 1000))  # 5 episodes of 1000 steps: 5005 frames (~60 MB)
+    store = FrameStore.from_episodes(rng.integers(0, 256, (len(index["episode_start"]), 64, 64, 3), np.uint8),
+                                     index["episode_start"])
+    actions = torch.rand(args.pixel_batch, WALKER_SIZES["action"][0]) * 2 - 1
+
+    def update():
+        rows = rng.integers(0, len(index["observation"]), args.pixel_batch)
+        batch = {"observation": store.stacks(index["observation"][rows]),
+                 "next_observation": store.stacks(index["next_observation"][rows]),
+                 "future_observation": store.stacks(index["next_observation"][rows])}
+        batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()} | {"action": actions.to(device)}
+        optimizer.zero_grad(set_to_none=False)
+        variant.step(modules, batch, "main")["loss"].backward()
+        optimizer.step()
+        variant.after_step(modules, 0, 0, "main")
+
+    iters = max(3, args.iters // 4)
+    timer = StepTimer(2, torch.cuda.synchronize if device.type == "cuda" else None)
+    for _ in range(2 + iters):
+        update()
+        timer.tick()
+    return 1.0 / timer.seconds_per_step()
+
+
+def report_pixels(args, device: torch.device) -> None:
+    print(f"From pixels (3 x 64 x 64 frames, DrQ encoder): hidden {args.pixel_hidden}, batch {args.pixel_batch}, "
+          f"device {device}, {torch.get_num_threads()} thread(s)")
+    for name in ("td_jepa", "fb"):
+        rate = pixel_updates_per_second(name, args, device)
+        print(f"  {name:<8} {rate:9.2f} updates/s   {rate * args.pixel_batch:9.1f} transitions/s (eager)")
+
+
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.only_pixels:
+        print(f"machine: {machine()}")
+        report_pixels(args, device)
+        return
     modes = args.modes.split(",") if args.modes else ["eager", "compile"] + (["cudagraphs"] if device.type == "cuda" else [])
     print(f"machine: {machine()}")
     print(f"TD-JEPA update: hidden {args.hidden}, batch {args.batch}, walker sizes, device {device}")
@@ -199,6 +263,8 @@ def main() -> None:
         slowest = min(rates.values())
         print(f"OfflineData.sample: {sampled:.1f} batches/s of {args.batch} "
               f"({sampled / max(rates.values()):.2f}x the fastest update rate, {sampled / slowest:.2f}x the slowest)")
+    if not args.no_pixels:
+        report_pixels(args, device)
 
 
 if __name__ == "__main__":

@@ -418,3 +418,22 @@ def load_exorl(
     for index, part in enumerate(parts):
         part["episode"] = np.full(len(part["action"]), index, np.int64)
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def load_frames(path_or_dir: str | Path, max_episodes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored frame once, in file order: (uint8 [F, 64, 64, 3], lengths [episodes] in transitions).
+
+    Episode e's frames are rows 0..len of its file (row 0 the reset frame), so transition t of
+    ``load_exorl``'s flat order sees frame ``offset_e + t`` and arrives in ``offset_e + t + 1``, with
+    ``offset_e = sum(len + 1)`` over earlier episodes. Read without the other keys: no frame is copied twice.
+    """
+    buffer = buffer_dir(Path(path_or_dir))
+    files = episode_files(buffer)[:max_episodes]
+    frames, lengths = [], []
+    for path in files:
+        with np.load(path, allow_pickle=False) as data:
+            if "pixels" not in data.files:
+                raise KeyError(f"{path} has no frames (`pixels`): collect with data.pixels=true")
+            frames.append(data["pixels"])
+        lengths.append(len(frames[-1]) - 1)
+    return np.concatenate(frames), np.asarray(lengths, np.int64)

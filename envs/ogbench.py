@@ -24,6 +24,7 @@ global generator, seeded per episode and restored after. Same config, same array
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -154,6 +155,7 @@ class OGBenchDataConfig:
     noise: float = 0.1
     seed: int = 0
     oracle: str = "plan"
+    pixels: bool = False  # observations = 64 × 64 renders of OGBench's pixel camera (uint8), as its visual datasets
 
     def __post_init__(self) -> None:
         _require(self.env_name in SUPPORTED, f"env_name must be one of {list(SUPPORTED)}")
@@ -168,8 +170,13 @@ class OGBenchDataConfig:
         return max(1, self.num_episodes // 10)
 
     def fingerprint(self) -> str:
-        """Short hash of the config; a new value means the dataset must be generated again."""
-        return config_fingerprint(self, GENERATOR_VERSION)
+        """Short hash of the config; a new value means the dataset must be generated again.
+        `pixels=False` hashes as before the key existed, so state datasets already made stay valid."""
+        if self.pixels:
+            return config_fingerprint(self, GENERATOR_VERSION)
+        payload = {"generator_version": GENERATOR_VERSION, **asdict(self)}
+        del payload["pixels"]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -289,7 +296,8 @@ def _run_episode(
             f"{cfg.env_name}: episode ended after {len(rows['terminals'])} steps, "
             f"expected {cfg.episode_length + 1} (did the env terminate at a goal?)"
         )
-    return {key: np.asarray(v, dtype=_FILE_DTYPES[key]) for key, v in rows.items() if v}
+    dtypes = {**_FILE_DTYPES, "observations": np.uint8} if cfg.pixels else _FILE_DTYPES
+    return {key: np.asarray(v, dtype=dtypes[key]) for key, v in rows.items() if v}
 
 
 def _collect_episode(env, oracles, cfg: OGBenchDataConfig, split: str, index: int):
@@ -300,13 +308,27 @@ def _collect_episode(env, oracles, cfg: OGBenchDataConfig, split: str, index: in
     raise RuntimeError(f"{cfg.env_name}: no healthy episode {index} in {MAX_ATTEMPTS} attempts")
 
 
+PIXELS_SIZE = 64  # OGBench's visual datasets: 64 × 64 frames
+PIXELS_RENDERING = "rendering OGBench pixel data (data.pixels=true)"
+
+
+def pixel_kwargs(pixels: bool) -> dict:
+    """gymnasium.make keywords of OGBench's pixel observations (its visual-* environments)."""
+    return {"ob_type": "pixels", "width": PIXELS_SIZE, "height": PIXELS_SIZE} if pixels else {}
+
+
 def _make_collection_env(cfg: OGBenchDataConfig):
     register_envs()
+    if cfg.pixels:
+        from envs import require_rendering
+
+        require_rendering(PIXELS_RENDERING)
     return gymnasium.make(
         env_id(cfg.env_name),
         terminate_at_goal=False,
         mode="data_collection",
         max_episode_steps=cfg.episode_length + 1,
+        **pixel_kwargs(cfg.pixels),
     )
 
 
@@ -440,7 +462,8 @@ def load_ogbench(path: str | Path, compact: bool = False) -> dict[str, np.ndarra
     if len(ends):
         ends[-1] = True  # a file cut mid-episode still ends there
     info = {key: stored[key] for key in INFO_KEYS if key in stored}
-    observations = stored["observations"].astype(np.float32, copy=False)
+    observations = stored["observations"]  # frames (uint8) stay uint8: 4x smaller, and what the encoder reads
+    observations = observations if observations.dtype == np.uint8 else observations.astype(np.float32, copy=False)
     actions = stored["actions"].astype(np.float32, copy=False)
     episode = _episode_ids(ends)
 
@@ -551,3 +574,11 @@ def make_env(env_name: str, **kwargs) -> GoalTaskEnv:
     gym_id = env_id(env_name)
     register_envs()
     return GoalTaskEnv(gymnasium.make(gym_id, **kwargs))
+
+
+def make_pixel_env(env_name: str, **kwargs):
+    """OGBench's evaluation env with pixel observations, 3 frames stacked (uint8 [9, 64, 64]);
+    `set_task` returns the goal's render as a still stack."""
+    from envs.dmc_gym import FrameStackEnv
+
+    return FrameStackEnv(make_env(env_name, **pixel_kwargs(True), **kwargs))

@@ -13,7 +13,9 @@ Q(s, a, z) = F(s, a, z)ᵀz for any reward with z = E_ρ[r(s) B(s)]; a TD3 actor
 maximises it. Single F head (no twin F/pessimism), MLPs throughout.
 
 Data: as TD-JEPA, sizes come from `DataSpec.inputs`; batches hold observation, action,
-next_observation, optionally future_observation, and reward (inference only).
+next_observation, optionally future_observation, and reward (inference only). `variant.obs=pixels`:
+frame stacks read through one DrQ-style conv encoder shared by F and B (and its EMA target), randomly
+shifted in training, exactly as TD-JEPA's (`variants/nn/pixel_encoder.py`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from variants.nn.pixel_encoder import (
+    augment,
+    check_obs_config,
+    encode,
+    in_chunks,
+    observation_encoders,
+    uses_pixels,
+)
 from variants.nn.rl import (
     ConcatMLP,
     TanhActor,
@@ -53,6 +63,7 @@ class FBConfig:
     noise_clip: float = 0.5
     bc_weight: float = 0.0
     actor_weight: float = 1.0
+    obs: str = "state"  # or "pixels" (with data.pixels=true): the conv encoder in front of F, B and the actor
 
 
 ONLINE = ("F", "B")  # each has a "target_" EMA copy
@@ -67,14 +78,24 @@ class FB(ZeroShotAgent):
     name = "fb"
     host = "rl_zero_shot"
     Config = FBConfig
-    online = ONLINE
     task_key = "z_dim"
+
+    @property
+    def online(self) -> tuple[str, ...]:
+        return ONLINE + (("encoder",) if uses_pixels(self.cfg) else ())
+
+    @classmethod
+    def validate_config(cls, cfg, fail) -> None:
+        super().validate_config(cfg, fail)
+        check_obs_config(cfg, fail)
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
-        obs_dim, action_dim = rl_sizes(self.data_spec)
+        _, action_dim = rl_sizes(self.data_spec)
+        encoders, obs_dim = observation_encoders(self.cfg, self.data_spec.inputs)
         z_dim, hidden, layers = int(v.z_dim), int(v.hidden), int(v.layers)
         online = {
+            **encoders,
             "F": ConcatMLP((obs_dim, action_dim, z_dim), hidden, z_dim, layers),
             "B": ConcatMLP((obs_dim,), hidden, z_dim, layers),
         }
@@ -92,21 +113,25 @@ class FB(ZeroShotAgent):
         v = self.cfg.variant
         obs, action, next_obs = batch["observation"], batch["action"], batch["next_observation"]
         goal_obs = batch.get("future_observation", next_obs)
+        obs, next_obs, goal_obs = augment(modules, self.generator, obs, next_obs, goal_obs)
         with torch.no_grad():
-            z = sample_tasks(modules["B"](goal_obs), float(v.goal_mix), self.generator)
-            next_action = smoothed_target_action(modules["actor"](next_obs, z),
+            z = sample_tasks(modules["B"](encode(modules, goal_obs)), float(v.goal_mix), self.generator)
+            next_action = smoothed_target_action(modules["actor"](encode(modules, next_obs), z),
                                                  float(v.policy_noise), float(v.noise_clip), self.generator)
-            target_m = modules["target_F"](next_obs, next_action, z) @ modules["target_B"](next_obs).T
+            next_target = encode(modules, next_obs, target=True)
+            target_m = modules["target_F"](next_target, next_action, z) @ modules["target_B"](next_target).T
 
-        b = modules["B"](next_obs)
-        m = modules["F"](obs, action, z) @ b.T
+        features, next_features = encode(modules, obs), encode(modules, next_obs)
+        b = modules["B"](next_features)
+        m = modules["F"](features, action, z) @ b.T
         off_diagonal, diagonal = measure_td_loss(m, float(v.gamma) * target_m)
         ortho = orthonormality_penalty(b)
         representation = off_diagonal + diagonal + float(v.ortho_weight) * ortho
 
-        policy_action = modules["actor"](obs, z)
+        state = features.detach() if "encoder" in modules else features  # the actor never trains the encoder
+        policy_action = modules["actor"](state, z)
         with no_param_grads(modules["F"]):
-            q = (modules["F"](obs, policy_action, z) * z).sum(-1)
+            q = (modules["F"](state, policy_action, z) * z).sum(-1)
         actor = float(v.actor_weight) * actor_objective(q, policy_action, action, float(v.bc_weight))
         return {"representation": representation, "actor": actor, "fb_offdiag": off_diagonal,
                 "fb_diag": diagonal, "ortho": ortho, "q": q.mean()}
@@ -114,20 +139,20 @@ class FB(ZeroShotAgent):
     # --- using the representation -------------------------------------------------------
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         """B(observation) as one token [B, 1, z_dim]: FB's state representation."""
-        return modules["B"](batch["observation"])[:, None]
+        return modules["B"](encode(modules, batch["observation"]))[:, None]
 
     @torch.no_grad()
     def infer_task(self, modules: nn.ModuleDict, next_observations: Tensor, rewards: Tensor) -> Tensor:
         """Zero-shot z = E[r(s') B(s')] over reward-labelled samples, on the sphere."""
-        b = modules["B"](next_observations)
+        b = in_chunks(lambda o: modules["B"](encode(modules, o)), next_observations, uses_pixels(self.cfg))
         return project_to_sphere((rewards.reshape(-1, 1).to(b.dtype) * b).mean(0))
 
     @torch.no_grad()
     def infer_goal(self, modules: nn.ModuleDict, goal_observation: Tensor) -> Tensor:
         """Goal-reaching z = B(goal) (reward = Dirac at the goal), on the sphere."""
-        return project_to_sphere(modules["B"](goal_observation))
+        return project_to_sphere(modules["B"](encode(modules, goal_observation)))
 
     @torch.no_grad()
     def act(self, modules: nn.ModuleDict, observation: Tensor, z: Tensor, noise: float = 0.0) -> Tensor:
         z = z.expand(observation.shape[0], -1)  # one task for all rows, or one per row
-        return act_with_noise(modules["actor"](observation, z), noise, self.generator)
+        return act_with_noise(modules["actor"](encode(modules, observation), z), noise, self.generator)

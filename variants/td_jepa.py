@@ -15,7 +15,9 @@ only at test time (`infer_task`).
 
 Data: sizes come from `DataSpec.inputs` (observation and action shapes); batches hold observation, action,
 next_observation, optionally future_observation (a later state of the same trajectory) and
-reward. A pixel encoder for φ/ψ is planned but not here yet: encoders are MLPs.
+reward. `variant.obs=pixels`: observations are stacks of 3 64 × 64 frames, read through one DrQ-style
+conv encoder shared by φ and ψ (and its EMA target), randomly shifted in training
+(`variants/nn/pixel_encoder.py`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from variants.nn.pixel_encoder import (
+    augment,
+    check_obs_config,
+    encode,
+    in_chunks,
+    observation_encoders,
+    uses_pixels,
+)
 from variants.nn.rl import (
     ConcatMLP,
     TanhActor,
@@ -56,6 +66,7 @@ class TDJEPAConfig:
     noise_clip: float = 0.5
     bc_weight: float = 0.0  # behaviour cloning (> 0 on OGBench)
     actor_weight: float = 1.0
+    obs: str = "state"  # or "pixels" (with data.pixels=true): the conv encoder in front of φ and ψ
 
 
 ONLINE = ("phi", "psi", "pred_phi", "pred_psi")  # each has a "target_" EMA copy
@@ -70,14 +81,24 @@ class TDJEPA(ZeroShotAgent):
     name = "td_jepa"
     host = "rl_zero_shot"
     Config = TDJEPAConfig
-    online = ONLINE
     task_key = "psi_dim"
+
+    @property
+    def online(self) -> tuple[str, ...]:
+        return ONLINE + (("encoder",) if uses_pixels(self.cfg) else ())
+
+    @classmethod
+    def validate_config(cls, cfg, fail) -> None:
+        super().validate_config(cfg, fail)
+        check_obs_config(cfg, fail)
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant
-        obs_dim, action_dim = rl_sizes(self.data_spec)
+        _, action_dim = rl_sizes(self.data_spec)
+        encoders, obs_dim = observation_encoders(self.cfg, self.data_spec.inputs)
         phi_dim, psi_dim, hidden, layers = int(v.phi_dim), int(v.psi_dim), int(v.hidden), int(v.layers)
         online = {
+            **encoders,
             "phi": ConcatMLP((obs_dim,), hidden, phi_dim, layers),
             "psi": ConcatMLP((obs_dim,), hidden, psi_dim, layers),
             "pred_phi": ConcatMLP((phi_dim, action_dim, psi_dim), hidden, psi_dim, layers),  # -> ψ-space
@@ -99,16 +120,20 @@ class TDJEPA(ZeroShotAgent):
         v = self.cfg.variant
         obs, action, next_obs = batch["observation"], batch["action"], batch["next_observation"]
         goal_obs = batch.get("future_observation", next_obs)
+        obs, next_obs, goal_obs = augment(modules, self.generator, obs, next_obs, goal_obs)
         with torch.no_grad():
-            z = sample_tasks(modules["target_psi"](goal_obs), float(v.goal_mix), self.generator)
-            next_action = smoothed_target_action(modules["actor"](modules["phi"](next_obs), z),
+            z = sample_tasks(modules["target_psi"](encode(modules, goal_obs, target=True)), float(v.goal_mix),
+                             self.generator)
+            next_action = smoothed_target_action(modules["actor"](modules["phi"](encode(modules, next_obs)), z),
                                                  float(v.policy_noise), float(v.noise_clip), self.generator)
-            next_phi, next_psi = modules["target_phi"](next_obs), modules["target_psi"](next_obs)
+            next_target = encode(modules, next_obs, target=True)
+            next_phi, next_psi = modules["target_phi"](next_target), modules["target_psi"](next_target)
             gamma = float(v.gamma)
             target_for_phi = next_psi + gamma * modules["target_pred_phi"](next_phi, next_action, z)
             target_for_psi = next_phi + gamma * modules["target_pred_psi"](next_psi, next_action, z)
 
-        phi, psi = modules["phi"](obs), modules["psi"](obs)
+        features = encode(modules, obs)
+        phi, psi = modules["phi"](features), modules["psi"](features)
         td_phi = td_error(modules["pred_phi"](phi, action, z), target_for_phi)
         td_psi = td_error(modules["pred_psi"](psi, action, z), target_for_psi)
         ortho = orthonormality_penalty(phi) + orthonormality_penalty(psi)
@@ -125,19 +150,21 @@ class TDJEPA(ZeroShotAgent):
     # --- using the representation -------------------------------------------------------
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         """φ(observation) as one token [B, 1, phi_dim], the layout the generic probes read."""
-        return modules["phi"](batch["observation"])[:, None]
+        return modules["phi"](encode(modules, batch["observation"]))[:, None]
 
     @torch.no_grad()
     def infer_task(self, modules: nn.ModuleDict, next_observations: Tensor, rewards: Tensor) -> Tensor:
         """Zero-shot z: least squares of r(s') on ψ'(s') (Q is linear in z through ψ')."""
-        return least_squares_task(modules["target_psi"](next_observations), rewards)
+        psi = in_chunks(lambda o: modules["target_psi"](encode(modules, o, target=True)), next_observations,
+                        uses_pixels(self.cfg))
+        return least_squares_task(psi, rewards)
 
     @torch.no_grad()
     def infer_goal(self, modules: nn.ModuleDict, goal_observation: Tensor) -> Tensor:
         """Goal-reaching z: the goal's task features, on the sphere (as the goals mixed in training)."""
-        return project_to_sphere(modules["target_psi"](goal_observation))
+        return project_to_sphere(modules["target_psi"](encode(modules, goal_observation, target=True)))
 
     @torch.no_grad()
     def act(self, modules: nn.ModuleDict, observation: Tensor, z: Tensor, noise: float = 0.0) -> Tensor:
         z = z.expand(observation.shape[0], -1)  # one task for all rows, or one per row
-        return act_with_noise(modules["actor"](modules["phi"](observation), z), noise, self.generator)
+        return act_with_noise(modules["actor"](modules["phi"](encode(modules, observation)), z), noise, self.generator)

@@ -1,7 +1,9 @@
 """Offline input for RLlib-hosted runs: transitions as one Parquet file, read through RLlib's
-`OfflineData` in this process, shuffled per epoch from the run's seed."""
+`OfflineData` in this process, shuffled per epoch from the run's seed. Pixel data (`FrameRLData`)
+puts frame indices in the file and its frames, once, in a `FrameStore` beside it (`frames_input`)."""
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from envs.cache import data_root
 from envs.offline import TRANSITION_KEYS, OfflineRLData
 from orchestrator import registry
 from orchestrator.rl.datasets import cache_key
+from orchestrator.rl.frames import FrameRLData
 from variants.base import DataSpec
 
 # Variant batch key -> column of the offline Parquet file (RLlib's names where it has one).
@@ -27,7 +30,23 @@ SHUFFLE_BUFFER = 100_000  # rows mixed before batching: offline RL wants i.i.d. 
 
 def rl_spec(data: OfflineRLData) -> DataSpec:
     """The shapes a variant sizes its networks from, and the FLOP tracer's shape-only batch."""
-    return DataSpec(kind="rl", inputs={key: tuple(data.transitions[key].shape[1:]) for key in TRANSITION_KEYS})
+    inputs = {key: tuple(data.transitions[key].shape[1:]) for key in TRANSITION_KEYS}
+    if isinstance(data, FrameRLData):  # observation columns hold frame indices: the networks see stacks
+        inputs.update({key: data.observation_shape for key in OBSERVATION_KEYS})
+    return DataSpec(kind="rl", inputs=inputs)
+
+
+OBSERVATION_KEYS = ("observation", "next_observation", "future_observation")
+
+
+def frames_input(data: OfflineRLData, data_cfg) -> str | None:
+    """Where pixel data's frames are saved once (beside its Parquet input), for learners and env runners."""
+    if not isinstance(data, FrameRLData):
+        return None
+    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(data.frames.frames)).cast("B"), digest_size=8).hexdigest()
+    path = data_root() / "offline_input" / f"{data_cfg.name}-{cache_key(data, data_cfg, digest)}.frames"
+    data.frames.save(path)
+    return str(path)
 
 
 def offline_input(data: OfflineRLData, data_cfg) -> str:
@@ -123,7 +142,13 @@ class TransitionPreLearner(OfflinePreLearner):
         self.config = config
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {f"{DEFAULT_MODULE_ID}/{column}": np.asarray(values, np.float32) for column, values in batch.items()}
+        return {f"{DEFAULT_MODULE_ID}/{column}": batch_column(values) for column, values in batch.items()}
+
+
+def batch_column(values) -> np.ndarray:
+    """Floats as float32; integers (frame indices of pixel data) stay integers."""
+    values = np.asarray(values)
+    return values if np.issubdtype(values.dtype, np.integer) else values.astype(np.float32)
 
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from envs import dmc_tasks, exorl, ogbench
-from envs.dmc_gym import DMCTaskEnv
+from envs.dmc_gym import STACK, DMCTaskEnv, dmc_pixel_env
+from envs.dmc_tasks import PIXELS_SIZE
 from envs.offline import TRANSITION_KEYS, OfflineRLData, with_future
 from orchestrator.datasets import (
     DataError,
@@ -29,6 +30,7 @@ from orchestrator.datasets import (
     root_path,
 )
 from orchestrator.entries import DatasetEntry
+from orchestrator.rl.frames import FrameRLData, FrameStore, frame_transitions
 from variants.base import DataSpec
 
 FUTURE_DISCOUNT = 0.98  # goals for training z's: next states at a geometric offset (mean 50 steps)
@@ -108,10 +110,15 @@ def _expect(where: Path, key: str, shape: tuple, rows: int, width: tuple, fix: s
         raise DataError(f"data.path: {where}: `{key}` has shape {list(shape)}, the environment needs {wanted}. {fix}")
 
 
-def rl_spec_from_env(env) -> DataSpec:
-    """Shapes from the evaluation env, so specs (and FLOP plans) need no data on disk."""
+PIXEL_OBSERVATION = (3 * STACK, PIXELS_SIZE, PIXELS_SIZE)  # data.pixels=true: uint8 stacks of 3 RGB frames
+
+
+def rl_spec_from_env(env, pixels: bool = False) -> DataSpec:
+    """Shapes from the evaluation env, so specs (and FLOP plans) need no data on disk; with `pixels`,
+    observations are frame stacks (what pixel data serves, whatever the env's state vector)."""
     obs, act = tuple(env.observation_space.shape), tuple(env.action_space.shape)
     env.close()
+    obs = PIXEL_OBSERVATION if pixels else obs
     inputs = {"observation": obs, "action": act, "next_observation": obs, "future_observation": obs}
     return DataSpec(kind="rl", inputs=inputs)
 
@@ -147,12 +154,12 @@ def prepare_exorl(cfg) -> str:
 
 
 def exorl_spec(cfg) -> DataSpec:
-    return _dmc_spec(cfg.domain)
+    return _dmc_spec(cfg.domain, bool(cfg.get("pixels", False)))
 
 
 @cache  # sweeps ask once per trial; building a MuJoCo env each time adds up
-def _dmc_spec(domain: str) -> DataSpec:
-    return rl_spec_from_env(DMCTaskEnv(domain, max_episode_steps=1))
+def _dmc_spec(domain: str, pixels: bool = False) -> DataSpec:
+    return rl_spec_from_env(DMCTaskEnv(domain, max_episode_steps=1), pixels)
 
 
 EXORL_EPISODE_KEYS = ("observation", "action", "discount", "physics")  # what loading and relabelling read
@@ -177,7 +184,7 @@ def check_exorl(cfg) -> None:
            "or pick the data=exorl_<domain>_<policy> they were recorded in")
     for file in files:
         shapes = npz_shapes(file)
-        missing = [key for key in EXORL_EPISODE_KEYS if key not in shapes]
+        missing = [key for key in EXORL_EPISODE_KEYS + (("pixels",) if cfg.get("pixels") else ()) if key not in shapes]
         if missing:
             raise DataError(f"data.path: episode {file} lacks {missing} (has {sorted(shapes)}). {fix}")
         rows = shapes["observation"][0]
@@ -201,6 +208,9 @@ def load_exorl(cfg, split: str) -> OfflineRLData:
     exploration = _exploration(cfg)
     path = user_path(cfg) or exorl.collect(exploration, root_path(cfg), map_fn=ray_task_map)
     flat = exorl.load_exorl(path, domain=cfg.domain)
+    rewards = partial(_relabelled, cfg.domain, flat["next_physics"])
+    if cfg.get("pixels", False):
+        return _exorl_frames(cfg, path, flat, exploration.seed, rewards)
     transitions = with_future({k: flat[k] for k in ("observation", "action", "next_observation", "episode")},
                               FUTURE_DISCOUNT, exploration.seed)
     return OfflineRLData(
@@ -209,8 +219,23 @@ def load_exorl(cfg, split: str) -> OfflineRLData:
         task_kind="reward",
         env_maker=DMCTaskEnv,
         env_kwargs={"domain": cfg.domain},
-        rewards=partial(_relabelled, cfg.domain, flat["next_physics"]),
+        rewards=rewards,
     )
+
+
+def _exorl_frames(cfg, path, flat: dict, seed: int, rewards) -> FrameRLData:
+    """The same transitions with frame indices for observations; each stored frame kept once."""
+    frames, lengths = exorl.load_frames(path)
+    index = frame_transitions(lengths)
+    if len(index["observation"]) != len(flat["action"]):
+        raise DataError(f"data.path: {path}: frames for {len(index['observation'])} transitions, "
+                        f"{len(flat['action'])} stored. Fix: re-collect the episodes with data.pixels=true")
+    transitions = with_future({"observation": index["observation"], "action": flat["action"],
+                               "next_observation": index["next_observation"], "episode": flat["episode"]},
+                              FUTURE_DISCOUNT, seed)
+    return FrameRLData(transitions=transitions, tasks=tuple(dmc_tasks.TASKS[cfg.domain]), task_kind="reward",
+                       env_maker=dmc_pixel_env, env_kwargs={"domain": cfg.domain}, rewards=rewards,
+                       frames=FrameStore.from_episodes(frames, index["episode_start"]))
 
 
 def _relabelled(domain: str, next_physics: np.ndarray, task: str, rows: np.ndarray) -> np.ndarray:
@@ -248,14 +273,14 @@ def prepare_ogbench(cfg) -> str:
 
 
 def ogbench_spec(cfg) -> DataSpec:
-    return _ogbench_spec(cfg.env_name)
+    return _ogbench_spec(cfg.env_name, bool(cfg.get("pixels", False)))
 
 
 @cache
-def _ogbench_spec(env_name: str) -> DataSpec:
+def _ogbench_spec(env_name: str, pixels: bool = False) -> DataSpec:
     with warnings.catch_warnings():  # OGBench's float64 action bounds: gymnasium warns on every make
         warnings.filterwarnings("ignore", message=".*precision lowered", category=UserWarning)
-        return rl_spec_from_env(ogbench.make_env(env_name))
+        return rl_spec_from_env(ogbench.make_env(env_name), pixels)
 
 
 def check_ogbench(cfg) -> None:
@@ -277,7 +302,9 @@ def check_ogbench(cfg) -> None:
         raise DataError(f"data.path: {path} is not an OGBench dataset: it lacks {missing} (has {sorted(shapes)}). "
                         f"Fix: use a file with {list(ogbench.REQUIRED_KEYS)} (OGBench's own, or one made by "
                         f"`jepa data make {cfg.name}`)")
-    spec = ogbench_spec(cfg).inputs
+    spec = dict(_ogbench_spec(cfg.env_name).inputs)
+    if cfg.get("pixels", False):  # one 64 x 64 RGB frame per row
+        spec["observation"] = (PIXELS_SIZE, PIXELS_SIZE, 3)
     rows = shapes["observations"][0]
     fix = (f"Fix: use a file recorded in {cfg.env_name} (`jepa data make {cfg.name}` makes one), or pick the "
            "data=ogbench_<env> the file was recorded in")
@@ -291,6 +318,8 @@ def check_ogbench(cfg) -> None:
 
 def load_ogbench(cfg, split: str) -> OfflineRLData:
     path = user_path(cfg) or ogbench.generate(_ogbench(cfg), root_path(cfg))
+    if cfg.get("pixels", False):
+        return _ogbench_frames(cfg, path)
     flat = ogbench.load_ogbench(path)
     transitions = with_future({k: flat[k] for k in ("observation", "action", "next_observation", "episode")},
                               FUTURE_DISCOUNT, int(cfg.seed))
@@ -308,3 +337,21 @@ def ogbench_entries() -> list[DatasetEntry]:
             name, node, f"OGBench {env_name}: made locally with OGBench's scripted oracles; 5 goal tasks",
             prepare_ogbench, ogbench_spec, load_ogbench, check_ogbench))
     return entries
+
+
+def _ogbench_frames(cfg, path) -> FrameRLData:
+    """Pixel OGBench data: every row's frame once (OGBench's compact layout), frame indices per transition."""
+    flat = ogbench.load_ogbench(path, compact=True)
+    frames = flat["observation"]
+    if frames.dtype != np.uint8 or frames.shape[1:] != (PIXELS_SIZE, PIXELS_SIZE, 3) or "valid" not in flat:
+        raise DataError(f"data.path: {path} holds observations {frames.dtype} {list(frames.shape[1:])}, not 64 x 64 "
+                        f"uint8 frames, one per row. Fix: make it with `jepa data make {cfg.name} pixels=true`, or drop "
+                        "data.pixels for state observations")
+    rows = np.flatnonzero(flat["valid"] > 0)
+    episode = flat["episode"]
+    start = np.r_[True, episode[1:] != episode[:-1]]
+    transitions = with_future({"observation": rows, "action": flat["action"][rows], "next_observation": rows + 1,
+                               "episode": episode[rows]}, FUTURE_DISCOUNT, int(cfg.seed))
+    tasks = tuple(f"{ogbench.TASK_PREFIX}{i}" for i in range(1, ogbench.NUM_TASKS + 1))
+    return FrameRLData(transitions=transitions, tasks=tasks, task_kind="goal", env_maker=ogbench.make_pixel_env,
+                       env_kwargs={"env_name": cfg.env_name}, frames=FrameStore.from_episodes(frames, start))

@@ -24,8 +24,22 @@ from orchestrator import registry
 from orchestrator.budget import plan_run, reuse_step_flops
 from orchestrator.config import from_plain, to_plain
 from orchestrator.optim import lr_at
-from orchestrator.rl.data import TransitionPreLearner, load_rl_data, offline_data_options, offline_input, rl_spec
-from orchestrator.rl.evaluate import EVAL_ENV, evaluate_zero_shot, evaluation_tasks, make_eval_env, zero_shot_evaluation
+from orchestrator.rl.data import (
+    TransitionPreLearner,
+    frames_input,
+    load_rl_data,
+    offline_data_options,
+    offline_input,
+    rl_spec,
+)
+from orchestrator.rl.evaluate import (
+    EVAL_ENV,
+    evaluate_zero_shot,
+    evaluation_tasks,
+    make_eval_env,
+    zero_shot_evaluation,
+)
+from orchestrator.rl.frames import FrameRLData
 from orchestrator.rl.learner import ZeroShotLearner
 from orchestrator.rl.module import ZeroShotRLModule
 from orchestrator.rl.policy_module import env_recipe
@@ -89,13 +103,14 @@ def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1, 
     config = (
         ZeroShotConfig()
         .environment(env=EVAL_ENV, env_config=env_config,
-                     observation_space=gym.spaces.Box(-np.inf, np.inf, (data.observation_dim,), np.float32),
+                     observation_space=observation_space(data),
                      action_space=gym.spaces.Box(-1.0, 1.0, (data.action_dim,), np.float32))
         .framework("torch")
         .training(lr=float(cfg.optim.lr), train_batch_size_per_learner=int(cfg.train.batch_size),
                   grad_clip=float(cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=ZeroShotRLModule,
-                                               model_config={"run": to_plain(cfg), "inputs": dict(spec.inputs)}))
+                                               model_config={"run": to_plain(cfg), "inputs": dict(spec.inputs),
+                                                             "frames": frames_input(data, cfg.data)}))
         .learners(num_learners=0 if workers == 1 else workers, num_gpus_per_learner=1 if use_gpu else 0,
                   num_cpus_per_learner=int(cfg.train.cpus_per_worker) if workers > 1 else 1,
                   learner_config_dict={"run": to_plain(cfg), "total_steps": int(total_steps), "start_step": int(start_step)})
@@ -110,6 +125,12 @@ def build_algorithm(cfg, data: OfflineRLData, spec: DataSpec, updates: int = 1, 
     config.zero_shot_eval = {"tasks": evaluation_tasks(data, cfg), "episodes": int(cfg.eval.episodes)}
     return config.build_algo()
 
+
+def observation_space(data: OfflineRLData) -> gym.spaces.Box:
+    """State vectors, or (pixel data) uint8 frame stacks as the evaluation env renders them."""
+    if isinstance(data, FrameRLData):
+        return gym.spaces.Box(0, 255, data.observation_shape, np.uint8)
+    return gym.spaces.Box(-np.inf, np.inf, (data.observation_dim,), np.float32)
 
 
 def learner_metrics(result: dict) -> dict[str, float]:
