@@ -3,8 +3,10 @@
 OGBench's play data chases random targets; a policy scored on OGBench's five evaluation goals
 learns from demonstrations *of those goals*. So each episode resets the evaluation env with one
 evaluation ``task_id`` (episode i: task ``i % 5 + 1``) and drives OGBench's closed-loop Markov
-cube oracle (``ogbench.manipspace.oracles.markov``) to that task's goal, with controllable action
-noise: a per-episode level drawn from ``[0, noise]``, scaled per action as OGBench's noisy data
+oracles (``ogbench.manipspace.oracles.markov``) to that task's goal: on cube-single the cube oracle
+(the goal is one placement), on puzzle-3x3 the button oracle, pressing one button at a time of the
+fewest presses that turn the current lights into the goal's (Lights Out over GF(2), re-solved after
+every press, so a stray press is repaired), with controllable action noise: a per-episode level drawn from ``[0, noise]``, scaled per action as OGBench's noisy data
 does, and a ``p_random`` chance of a uniform random action. An episode ends at the goal (success)
 or at ``max_steps`` (failure); ``success`` is recorded per episode, so a dataset mixes both.
 Episodes are made in tasks of ``EPISODES_PER_TASK`` through a caller's ``map_fn`` (the orchestrator's
@@ -15,8 +17,8 @@ File layout (``demos.hdf5``, one per split, h5py):
 * root attrs: ``format = "jepa-manipulation-demos"``, ``env_name``, ``config`` (JSON);
 * one group ``episode_<i:05d>`` per episode, with datasets ``observations`` float32 [T, D] (the
   state each action was taken in), ``actions`` float32 [T, 5], ``goal`` float32 [D] (the goal
-  observation), ``object_state`` float32 [T, 4] (cube xyz and gripper opening: the world-model
-  probe's targets), ``final_observation`` float32 [D], and attrs ``task_id`` (1..5) and ``success``.
+  observation), ``object_state`` float32 [T, S] (the world-model probe's targets: cube xyz and
+  gripper opening on cube-single, S = 4; the 9 button states and gripper opening on puzzle-3x3, S = 10), ``final_observation`` float32 [D], and attrs ``task_id`` (1..5) and ``success``.
 
 ``load_episodes`` reads these files and ACT/ALOHA-style ones (``episode_<i>.hdf5`` files with
 ``/action`` [T, A] and ``/observations/qpos`` [T, D]; ALOHA's scripted demos succeed, so
@@ -34,16 +36,29 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 
-from envs.cache import config_fingerprint, dataset_dir, ensure_dataset, replace_atomically, write_json
-from envs.ogbench import MARKOV_NOISE_SCALE, MIN_NORM, NUM_TASKS, make_env
+from envs.cache import (
+    config_fingerprint,
+    dataset_dir,
+    ensure_dataset,
+    replace_atomically,
+    write_json,
+)
+from envs.ogbench import (
+    MARKOV_NOISE_SCALE,
+    MIN_NORM,
+    NUM_TASKS,
+    make_env,
+    seed_action_space,
+)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: goal observations seeded (OGBench's action-space draws at reset)
 FORMAT = "jepa-manipulation-demos"
-SUPPORTED = ("cube-single",)  # envs whose evaluation goals the cube oracle reaches alone
+SUPPORTED = ("cube-single", "puzzle-3x3")  # envs whose evaluation goals one oracle kind reaches
+HORIZON = {"cube-single": 200, "puzzle-3x3": 500}  # OGBench's evaluation time limits
 SPLITS = ("train", "val")
 FILE = "demos.hdf5"
 EPISODES_PER_TASK = 10  # Ray task granularity: ~0.1 s per episode, so tasks of this many episodes
-OBJECT_STATE_DIM = 4  # cube xyz + gripper opening
+OBJECT_STATE_DIM = {"cube-single": 4, "puzzle-3x3": 10}  # cube xyz | 9 button states, + gripper opening
 
 
 class DemoError(ValueError):
@@ -58,7 +73,7 @@ class DemoConfig:
     num_demos: int = 25  # training episodes (task i % 5 + 1), successes and failures both kept
     noise: float = 0.1  # per-episode Gaussian action noise level, drawn in [0, noise]
     p_random: float = 0.05  # chance of a uniform random action
-    max_steps: int = 200  # OGBench's cube-single horizon
+    max_steps: int = 0  # 0: OGBench's horizon for the env (HORIZON: 200 cube-single, 500 puzzle-3x3)
     num_extra: int = 0  # extra episodes at `extra_noise` (unlabelled/failed data for the JEPA branch)
     extra_noise: float = 1.0
     num_val: int = 10
@@ -67,6 +82,8 @@ class DemoConfig:
     def __post_init__(self):
         if self.env_name not in SUPPORTED:
             raise DemoError(f"unknown manipulation env {self.env_name!r}. Fix: use one of {list(SUPPORTED)}")
+        if int(self.max_steps) == 0:
+            object.__setattr__(self, "max_steps", HORIZON[self.env_name])
         for key in ("num_demos", "max_steps", "num_val"):
             if int(getattr(self, key)) < 1:
                 raise DemoError(f"{key} is {getattr(self, key)}. Fix: use at least 1")
@@ -96,46 +113,125 @@ class Episode:
 
 
 # ---------------------------------------------------------------------------- collection
-def _oracle_info(env, info: dict) -> dict:
-    """Evaluation envs hide the target from `info`; the oracle reads it there (privileged, as in OGBench)."""
-    import ogbench.manipspace.lie as lie
+class CubeDriver:
+    """OGBench's Markov cube oracle towards the task's goal placement."""
 
-    u = env.unwrapped
-    mocap = u._cube_target_mocap_ids[0]
-    return {**info, "privileged/target_task": "cube", "privileged/target_block": 0,
-            "privileged/target_block_pos": u._data.mocap_pos[mocap].copy(),
-            "privileged/target_block_yaw": np.array([lie.SO3(wxyz=u._data.mocap_quat[mocap]).compute_yaw_radians()])}
+    def __init__(self, env):
+        from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+
+        self.env, self.oracle = env, CubeMarkovOracle(env=env, min_norm=MIN_NORM)
+
+    def info(self, info: dict) -> dict:
+        """Evaluation envs hide the target from `info`; the oracle reads it there (privileged, as in OGBench)."""
+        from ogbench.manipspace import lie
+
+        u = self.env.unwrapped
+        mocap = u._cube_target_mocap_ids[0]
+        return {**info, "privileged/target_task": "cube", "privileged/target_block": 0,
+                "privileged/target_block_pos": u._data.mocap_pos[mocap].copy(),
+                "privileged/target_block_yaw": np.array([lie.SO3(wxyz=u._data.mocap_quat[mocap]).compute_yaw_radians()])}
+
+    def reset(self, ob, info: dict) -> None:
+        self.oracle.reset(ob, self.info(info))
+
+    def action(self, ob, info: dict) -> np.ndarray:
+        return np.asarray(self.oracle.select_action(ob, self.info(info)), np.float64)
+
+    @staticmethod
+    def object_state(info: dict) -> np.ndarray:
+        return np.concatenate([info["privileged/block_0_pos"], info["proprio/gripper_opening"]]).astype(np.float32)
 
 
-def _object_state(info: dict) -> np.ndarray:
-    return np.concatenate([info["privileged/block_0_pos"], info["proprio/gripper_opening"]]).astype(np.float32)
+def lights_out_presses(states: np.ndarray, goal: np.ndarray, rows: int = 3, cols: int = 3) -> list[int]:
+    """The fewest buttons whose presses (each flips itself and its 4 neighbours) turn `states` into `goal`."""
+    n = rows * cols
+    flips = np.zeros((n, n), np.int64)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+            if 0 <= r + dr < rows and 0 <= c + dc < cols:
+                flips[i, (r + dr) * cols + c + dc] = 1
+    need = (np.asarray(states) != np.asarray(goal)).astype(np.int64)
+    subsets = ((np.arange(2 ** n)[:, None] >> np.arange(n)[None]) & 1)  # every press set, as 0/1 rows
+    solves = np.flatnonzero(((subsets @ flips) % 2 == need).all(1))
+    best = solves[np.argmin(subsets[solves].sum(1))]  # 3x3: the flip matrix is invertible, one solution
+    return np.flatnonzero(subsets[best]).tolist()
 
 
-def run_episode(env, task_id: int, noise: float, p_random: float, seed: np.random.SeedSequence) -> Episode:
-    """Reset at evaluation task `task_id` and drive the Markov cube oracle to its goal."""
-    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+class PuzzleDriver:
+    """OGBench's Markov button oracle (a closed hand, as OGBench's puzzle data), one press at a time:
+    the next button is the first of the fewest presses from the current lights to the goal, chosen
+    again once the last press registered and the hand is back above the buttons."""
 
+    ABOVE = 0.16  # the button oracle's "above" height: its press is over
+
+    def __init__(self, env):
+        from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
+
+        self.env = env
+        self.oracle = ButtonMarkovOracle(env=env, min_norm=MIN_NORM, gripper_always_closed=True)
+        self.button, self.target = None, None
+
+    def info(self, info: dict) -> dict:
+        u = self.env.unwrapped
+        return {**info, "privileged/target_task": "button", "privileged/target_button": self.button,
+                "privileged/target_button_state": self.target,
+                "privileged/target_button_top_pos": u._data.site_xpos[u._button_site_ids[self.button]].copy()}
+
+    def _next(self, ob, info: dict) -> None:
+        u = self.env.unwrapped
+        states = np.asarray(info["button_states"])
+        presses = lights_out_presses(states, u._target_button_states, u._num_rows, u._num_cols)
+        if presses:
+            self.button = presses[0]
+            self.target = (int(states[self.button]) + 1) % 2
+            self.oracle.reset(ob, self.info(info))
+
+    def reset(self, ob, info: dict) -> None:
+        self.button = None
+        self._next(ob, info)
+
+    def action(self, ob, info: dict) -> np.ndarray:
+        pressed = self.button is not None and int(info["button_states"][self.button]) == self.target
+        if self.button is None or (pressed and info["proprio/effector_pos"][2] > self.ABOVE):
+            self._next(ob, info)
+        if self.button is None:  # at the goal already (the env ends the episode there)
+            return np.zeros(self.env.action_space.shape)
+        return np.asarray(self.oracle.select_action(ob, self.info(info)), np.float64)
+
+    @staticmethod
+    def object_state(info: dict) -> np.ndarray:
+        return np.concatenate([info["button_states"], info["proprio/gripper_opening"]]).astype(np.float32)
+
+
+DRIVERS = {"cube-single": CubeDriver, "puzzle-3x3": PuzzleDriver}
+
+
+def run_episode(env, task_id: int, noise: float, p_random: float, seed: np.random.SeedSequence,
+                env_name: str = "cube-single") -> Episode:
+    """Reset at evaluation task `task_id` and drive the env's oracle (`DRIVERS`) to its goal."""
     env_seed, global_seed, own_seed = seed.spawn(3)
     rng = np.random.default_rng(own_seed)
     level = rng.uniform(0.0, noise)
     saved = np.random.get_state()  # the oracle draws from numpy's global generator
     np.random.seed(global_seed.generate_state(4))
     try:
-        oracle = CubeMarkovOracle(env=env, min_norm=MIN_NORM)
+        driver = DRIVERS[env_name](env)
+        seed_action_space(env, int(env_seed.generate_state(1)[0]))
         ob, info = env.reset(seed=int(env_seed.generate_state(1)[0]), options={"task_id": task_id})
         goal = np.asarray(info["goal"], np.float32)
-        oracle.reset(ob, _oracle_info(env, info))
+        driver.reset(ob, info)
         obs, actions, states, success, done = [], [], [], False, False
         while not done:
             if rng.random() < p_random:
                 action = rng.uniform(-1.0, 1.0, size=env.action_space.shape)
             else:
-                action = np.asarray(oracle.select_action(ob, _oracle_info(env, info)), np.float64)
+                action = driver.action(ob, info)
                 action = action + rng.normal(0.0, level * MARKOV_NOISE_SCALE)
             action = np.clip(action, -1.0, 1.0)
             obs.append(ob)
             actions.append(action)
-            states.append(_object_state(info))
+            states.append(driver.object_state(info))
             ob, _, terminated, truncated, info = env.step(action)
             success = success or bool(info["success"])
             done = terminated or truncated
@@ -164,7 +260,7 @@ def collect(cfg: DemoConfig, split: str, items: list[tuple[int, float, bool]]) -
         out = []
         for index, noise, labelled in items:
             seed = np.random.SeedSequence(cfg.seed, spawn_key=(SPLITS.index(split), index))
-            episode = run_episode(env, index % NUM_TASKS + 1, noise, cfg.p_random, seed)
+            episode = run_episode(env, index % NUM_TASKS + 1, noise, cfg.p_random, seed, cfg.env_name)
             episode.labelled = labelled
             out.append(episode)
         return out
@@ -226,7 +322,7 @@ def _read_ours(f, path: Path) -> list[Episode]:
         missing = [k for k in ("observations", "actions", "goal") if k not in g]
         if missing:
             _fail(path, f"episode {name} lacks {missing}", "regenerate it (`jepa data make manip_cube_single`)")
-        get = lambda key: np.asarray(g[key], np.float32) if key in g else None  # noqa: E731
+        get = lambda key: np.asarray(g[key], np.float32) if key in g else None
         episodes.append(Episode(get("observations"), get("actions"), get("goal"), bool(g.attrs.get("success", True)),
                                 int(g.attrs.get("task_id", 0)), get("object_state"), get("final_observation"),
                                 bool(g.attrs.get("labelled", True))))
@@ -298,6 +394,8 @@ class GoalObservation(gymnasium.Wrapper):
         return np.concatenate([ob, self.goal, [self.t]]).astype(np.float32)
 
     def reset(self, *, seed=None, options=None):
+        # GoalTaskEnv seeds OGBench's action space from a seeded reset: later, unseeded resets continue
+        # both generators deterministically
         ob, info = self.env.reset(seed=seed, options={"task_id": self.task_id, **(options or {})})
         self.goal, self.t = np.asarray(info["goal"], np.float32), 0
         return self._obs(ob), info

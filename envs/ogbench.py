@@ -553,6 +553,8 @@ class GoalTaskEnv(gymnasium.Wrapper):
             options["task_id"] = self._check_task(options["task_id"])
         elif "task_info" not in options and self._task_id is not None:
             options["task_id"] = self._task_id
+        if seed is not None:
+            seed_action_space(self.env, seed)
         ob, info = self.env.reset(seed=seed, options=options)
         self.goal = np.asarray(info["goal"], dtype=np.float32)
         info["goal"] = self.goal
@@ -563,6 +565,31 @@ class GoalTaskEnv(gymnasium.Wrapper):
         success = bool(info["success"])
         info["success"] = success
         return np.asarray(ob, dtype=np.float32), float(success), terminated, truncated, info
+
+
+_FIXED_SPACE_CLASSES: dict[type, type] = {}
+
+
+def _fixed_action_space(env):
+    """The unwrapped OGBench env, made to keep one action space: its `action_space` is a property that
+    builds a new, OS-entropy-seeded Box on every read, so no seed could reach the Box it samples."""
+    u = env.unwrapped
+    cls = type(u)
+    if cls not in _FIXED_SPACE_CLASSES.values():
+        if cls not in _FIXED_SPACE_CLASSES:
+            _FIXED_SPACE_CLASSES[cls] = type(cls.__name__, (cls,), {"action_space": property(lambda self: self._fixed_space)})
+        u._fixed_space = u.action_space  # one Box, kept
+        u.__class__ = _FIXED_SPACE_CLASSES[cls]
+    return u
+
+
+def seed_action_space(env, seed: int) -> None:
+    """Seed the action space OGBench's task reset samples from, from the reset's seed.
+
+    To make a goal observation OGBench steps its scene with `action_space.sample()` (2 steps on
+    cube-single, 5 on puzzle), from OS entropy unless told otherwise, so without this the goal (the
+    arm's pose in it) and every rollout that reads it differ from process to process under one seed."""
+    _fixed_action_space(env).action_space.seed(int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0]))
 
 
 def make_env(env_name: str, **kwargs) -> GoalTaskEnv:

@@ -3,8 +3,11 @@
 Training is the self-supervised loop's recipe in one process: the variant's `step` gives the loss,
 the configured optimiser and schedule (`make_optimizer`, `set_schedules`), gradient clipping,
 `after_step` (EMA), FLOPs charged from the traced step (`plan_run`), rows into the results store
-(`RunRecorder`). The loop itself is not reused: it hands no modules back and evaluates with the
-probe host's context. Evaluation, at the end:
+(`RunRecorder`), and its checkpoints (`train.save_state`, every `train.checkpoint_every` steps and at
+the end; the resumable sampler and the CVAE stream reseeded per checkpoint, so a resumed run trains
+exactly as an uninterrupted one): restored from Tune's (a retried trial, `jepa sweep --resume`), or
+in a bare run from its own copy beside Ray's (`jepa run --run-id` again continues). The loop itself
+is not reused: it hands no modules back and evaluates with the probe host's context. Evaluation, at the end:
 
 * `eval/task<i>/success` (and `_se`) over `eval.episodes` episodes at each of OGBench's five
   evaluation goals, acted by `variant.act` on RLlib env runners (`orchestrator.rl.policy_module.rollout`),
@@ -17,7 +20,9 @@ probe host's context. Evaluation, at the end:
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,8 +32,9 @@ from orchestrator import registry
 from orchestrator.budget import plan_run, reuse_step_flops
 from orchestrator.config import from_plain
 from orchestrator.optim import make_optimizer, set_schedules
-from orchestrator.runs import RunRecorder, check_finite
+from orchestrator.runs import RunRecorder, check_finite, local_checkpoint_dir
 from orchestrator.session import make_session
+from orchestrator.train import CHECKPOINT_FILE, batches, mask_seed, save_state
 from variants.base import Variant
 from variants.nn.probes import r2_score
 
@@ -36,16 +42,28 @@ NUM_TASKS = 5
 PROBE_RIDGE = 1e-2  # ridge strength per sample, on standardised features
 
 
-def endless_batches(dataset, cfg, device: torch.device):
-    """Shuffled batches forever, reshuffled each epoch from the run's seed."""
-    generator = torch.Generator().manual_seed(int(cfg.seed))
+def check_batch(dataset, cfg) -> None:
     if len(dataset) < int(cfg.train.batch_size):
         raise ValueError(f"data {cfg.data.name!r}: {len(dataset)} windows cannot fill one batch of "
                          f"{cfg.train.batch_size}. Fix: lower train.batch_size or raise data.num_demos")
-    loader = DataLoader(dataset, batch_size=int(cfg.train.batch_size), shuffle=True, drop_last=True, generator=generator)
-    while True:
-        for batch in loader:
-            yield {k: v.to(device) for k, v in batch.items()}
+
+
+def restored_state(session, own: Path | None) -> dict | None:
+    """The checkpoint to continue from: Tune's (a retried or resumed trial), else this run's own copy."""
+    with session.restored_checkpoint() as path:
+        path = path or (own if own is not None and (own / CHECKPOINT_FILE).is_file() else None)
+        if path is None:
+            return None
+        return torch.load(Path(path) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def save_own_copy(own: Path, modules, optimizer, step: int, flops: float, wall_s: float) -> None:
+    """A bare run's checkpoint, replaced atomically (an interrupted save leaves the previous one)."""
+    partial = own.parent / (own.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    save_state(str(partial), modules, optimizer, 0, step, flops, wall_s)
+    own.mkdir(parents=True, exist_ok=True)
+    os.replace(partial / CHECKPOINT_FILE, own / CHECKPOINT_FILE)
 
 
 def train_imitation(payload: dict, variant: Variant | None = None) -> dict:
@@ -63,16 +81,24 @@ def train_imitation(payload: dict, variant: Variant | None = None) -> dict:
     variant = variant if variant is not None else variant_cls(cfg, spec)
     (plan,) = plan_run(variant_cls, cfg, spec, variant)
     train_set = entry.load(cfg.data, "train")
-    data = endless_batches(train_set, cfg, device)
+    check_batch(train_set, cfg)
     modules = variant.build("main").to(device)
     optimizer = make_optimizer(variant, modules, "main", cfg)
+    own = local_checkpoint_dir(cfg, run_id) if session.kind == "local" else None
+    state = restored_state(session, own)
+    start_step = 0 if state is None else int(state["step"])
+    if state is not None:
+        modules.load_state_dict(state["modules"])
+        optimizer.load_state_dict(state["optimizer"])
+    variant.reseed(mask_seed(cfg, 0, start_step))  # the CVAE's noise after a checkpoint depends on its step only
+    data = batches(train_set, cfg, session, device, skip=start_step)
     params = [p for name in variant.trainable(modules, "main") for p in modules[name].parameters() if p.requires_grad]
     recorder = RunRecorder(cfg, run_id, session)
-    started = time.perf_counter()
-    timing = {"setup_s": started - entered, "train_s": 0.0, "eval_s": 0.0}
+    started = time.perf_counter() - (0.0 if state is None else float(state["wall_s"]))
+    timing = {"setup_s": time.perf_counter() - entered, "train_s": 0.0, "eval_s": 0.0, "resumed_from_step": start_step}
     window_start, window_steps = time.perf_counter(), 0
     try:
-        for step in range(plan.steps):
+        for step in range(start_step, plan.steps):
             batch = next(data)
             lr = set_schedules(optimizer, cfg, step, plan.steps)
             modules.train()
@@ -85,7 +111,8 @@ def train_imitation(payload: dict, variant: Variant | None = None) -> dict:
             variant.after_step(modules, step + 1, plan.steps, "main")
             window_steps += 1
             done = step + 1 == plan.steps
-            if not (done or (step + 1) % cfg.train.log_every == 0):
+            ckpt_now = done or (step + 1) % cfg.train.checkpoint_every == 0
+            if not (done or ckpt_now or (step + 1) % cfg.train.log_every == 0):
                 continue
             elapsed = time.perf_counter() - window_start
             timing["train_s"] += elapsed
@@ -102,8 +129,17 @@ def train_imitation(payload: dict, variant: Variant | None = None) -> dict:
                 timing["eval_s"] += time.perf_counter() - eval_start
             metrics.update(timing)
             metrics["final"] = bool(done)
-            recorder.record(metrics, force=done)
+
+            def save(directory: Path, done_steps: int = step + 1, wall_s: float = metrics["wall_s"]) -> None:
+                flops = plan.flops_per_step * done_steps
+                save_state(str(directory), modules, optimizer, 0, done_steps, flops, wall_s)
+                if own is not None:
+                    save_own_copy(own, modules, optimizer, done_steps, flops, wall_s)
+
+            recorder.record(metrics, save if ckpt_now else None, force=done)
             window_start, window_steps = time.perf_counter(), 0
+            if ckpt_now:
+                variant.reseed(mask_seed(cfg, 0, step + 1))
     finally:
         recorder.close()
     return recorder.last

@@ -1,6 +1,6 @@
 """Dataset entries of goal-directed manipulation demos (envs/manipulation.py), for the imitation host.
 
-`manip_cube_single`: episodes made with OGBench's oracle at each evaluation task, as Ray tasks with a
+`manip_cube_single`, `manip_puzzle_3x3`: episodes made with OGBench's oracles at each evaluation task, as Ray tasks with a
 progress bar; or `data.path=` an HDF5 file or a folder of ACT/ALOHA `episode_<i>.hdf5` files. The
 node adds `chunk` (the action chunk k every window carries) and `failed` (what failed and extra
 episodes do: drop | jepa | actions). No RLlib here: the registry imports this module to list datasets.
@@ -17,7 +17,7 @@ from orchestrator.datasets import DataError, data_node, generator_config, root_p
 from orchestrator.entries import DatasetEntry
 from variants.base import DataSpec
 
-DEFAULT_CHUNK = 10  # cube-single demos last ~40-60 steps; ACT's 100 fits its 400-step episodes
+DEFAULT_CHUNK = 10  # cube-single demos last ~40-60 steps, puzzle-3x3's ~30-110; ACT's 100 fits its 400-step episodes
 
 
 def ray_progress_map(fn, items: list) -> list:
@@ -93,7 +93,8 @@ def spec(cfg) -> DataSpec:
     k = int(cfg.chunk)
     inputs = {"observation": (2 * obs_dim,), "actions": (k, action_dim), "action_mask": (k,),
               "next_observations": (k, obs_dim), "next_mask": (k,), "labelled": ()}
-    return DataSpec(kind="demos", inputs=inputs, float_targets={} if cfg.get("path") else {"future_state": 4})
+    targets = {} if cfg.get("path") else {"future_state": manipulation.OBJECT_STATE_DIM[str(cfg.env_name)]}
+    return DataSpec(kind="demos", inputs=inputs, float_targets=targets)
 
 
 @cache

@@ -36,6 +36,28 @@ def test_the_oracle_reaches_every_evaluation_goal():
     assert np.mean([ep.success for ep in noisy]) >= 0.8  # the default noise still gives mostly successes
     wild = manipulation.collect(DemoConfig(max_steps=80), "train", [(i, 3.0, False) for i in range(3)])
     assert not all(ep.success for ep in wild)  # heavy noise gives failures, recorded as such
+    again = manipulation.collect(DemoConfig(noise=0.0, p_random=0.0), "train", [(1, 0.0, True)])[0]
+    np.testing.assert_array_equal(again.goal, clean[1].goal)  # the goal's arm pose is seeded too
+    np.testing.assert_array_equal(again.actions, clean[1].actions)
+
+
+def test_lights_out_presses_solve_a_hand_worked_board():
+    goal = np.array([1, 1, 0, 1, 0, 1, 0, 1, 1])  # OGBench puzzle-3x3 task 1, from all off
+    assert manipulation.lights_out_presses(np.zeros(9, int), goal) == [0, 8]  # 0 flips 0,1,3; 8 flips 5,7,8
+    assert manipulation.lights_out_presses(goal, goal) == []
+    assert manipulation.lights_out_presses(np.zeros(9, int), np.array([1, 1, 0, 1, 0, 0, 0, 0, 0])) == [0]
+
+
+def test_the_puzzle_oracle_reaches_every_evaluation_goal():
+    cfg = DemoConfig(env_name="puzzle-3x3", noise=0.0, p_random=0.0)
+    assert cfg.max_steps == 500  # OGBench's puzzle-3x3 horizon
+    clean = manipulation.collect(cfg, "train", [(i, 0.0, True) for i in range(5)])
+    assert [ep.task_id for ep in clean] == [1, 2, 3, 4, 5] and all(ep.success for ep in clean)
+    assert all(len(ep) < 150 for ep in clean)  # a few presses each, far inside the horizon
+    assert clean[0].observations.shape[1] == 55 and clean[0].object_state.shape[1] == 10
+    np.testing.assert_array_equal(clean[0].object_state[0, :9], np.zeros(9))  # task 1 starts all off
+    noisy = manipulation.collect(DemoConfig(env_name="puzzle-3x3"), "train", [(i, 0.1, True) for i in range(5)])
+    assert np.mean([ep.success for ep in noisy]) >= 0.8
 
 
 def known_episode(T: int = 6, D: int = 3, A: int = 2, success: bool = True) -> Episode:
@@ -152,6 +174,37 @@ def check_branches(variant, modules, batch):
     assert float(variant.step(modules, moved_obs, "main")["jepa"]) != pytest.approx(float(base["jepa"]))  # but JEPA learns from it
 
 
+def cube_policy(chunk: int = 3):
+    """An untrained but fixed ACT on cube-single's real shapes (state and goal 28-D each, 5-D actions)."""
+    inputs = {"observation": (56,), "actions": (chunk, 5), "action_mask": (chunk,), "next_observations": (chunk, 28),
+              "next_mask": (chunk,), "labelled": ()}
+    variant = ACT(run_cfg("act"), DataSpec(kind="demos", inputs=inputs))
+    torch.manual_seed(0)
+    return variant, variant.build("main")
+
+
+def test_rollouts_are_a_function_of_the_networks_and_the_seed():
+    """Same networks, same seed: the same episodes, step for step (starts, goals, ends); another seed:
+    other starts. OGBench draws each goal's arm pose from an unseeded action space, which made
+    rollouts differ under one seed before `seed_action_space`."""
+    from orchestrator.rl.policy_module import env_recipe, rollout_episodes
+
+    variant, modules = cube_policy()
+    cfg = OmegaConf.create({"eval": {"episode_length": 6}})
+    env = env_recipe(manipulation.make_goal_env, {"env_name": "cube-single", "task_id": 2}, cfg)
+    runs = [rollout_episodes(variant, modules, env, 3, 0, seed) for seed in (0, 0, 1)]
+    first, again, other = runs
+    assert first["rollout/length"] == [6.0, 6.0, 6.0]
+    for key in ("rollout/return", "rollout/success", "rollout/length"):
+        assert first[key] == again[key]
+    for key in ("rollout/first_obs", "rollout/last_obs"):
+        for a, b in zip(first[key], again[key]):
+            np.testing.assert_array_equal(a, b)  # state, goal and step index, bit for bit
+    starts = [o[:28] for o in first["rollout/first_obs"]]
+    assert not np.array_equal(starts[0], starts[1])  # episodes of one call start apart
+    assert not any(np.array_equal(a[:28], b[:28]) for a, b in zip(first["rollout/first_obs"], other["rollout/first_obs"]))
+
+
 # ---------------------------------------------------------------------------- files
 def write_aloha(path: Path, T: int = 8, D: int = 14):
     with h5py.File(path, "w") as f:
@@ -226,3 +279,44 @@ def test_act_jepa_trains_and_is_scored_by_rollouts_on_every_goal(ray_session, da
         assert 0.0 <= out[f"eval/task{task}/success"] <= 1.0
     assert out["score"] == out["eval/success_mean"] and out["flops_total"] > 0 and out["jepa"] > 0
     assert {"probe/future_state_r2", "probe/future_state_r2/raw_input", "probe/future_state_r2/random_init"} <= set(out)
+
+
+@pytest.mark.slow
+def test_an_interrupted_imitation_run_resumes_to_the_uninterrupted_result(ray_session, data_root, tmp_path):
+    """`jepa run --run-id` killed after a checkpoint, then run again: it continues from that checkpoint
+    (no step trained twice) and ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import time
+
+    from orchestrator.results import ResultsStore
+    from orchestrator.runs import local_checkpoint_dir
+    from orchestrator.train import CHECKPOINT_FILE, launch
+
+    overrides = ["variant=act", "data=manip_cube_single", f"data.root={data_root}", "data.num_demos=6", "data.num_val=2",
+                 "variant.hidden=32", "variant.heads=2", "variant.ff=64", "budget.steps=200", "train.batch_size=16",
+                 "train.log_every=25", "train.checkpoint_every=25", "eval.episodes=1", "eval.episode_length=2",
+                 "sweep=resume"]
+    reference = launch(compose_run([*overrides, f"storage={tmp_path / 'reference'}"]), "reference")
+    storage = tmp_path / "interrupted"
+    cfg = compose_run([*overrides, f"storage={storage}"])
+    checkpoint = local_checkpoint_dir(cfg, "cut") / CHECKPOINT_FILE
+    jepa = str(Path(sys.executable).parent / "jepa")
+    process = subprocess.Popen([jepa, "run", "--run-id", "cut", *overrides, f"storage={storage}"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not checkpoint.is_file() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    cut_at = int(torch.load(checkpoint, weights_only=True)["step"])
+    assert 0 < cut_at < 200, cut_at  # killed half-way (else this test proves nothing)
+    resumed = launch(cfg, "cut")
+    steps = ResultsStore(storage).metrics("resume", "cut").filter(metric="loss")["step"].to_list()
+    assert sorted(set(steps)) == list(range(25, 201, 25))
+    assert resumed["step"] == 200 and resumed["resumed_from_step"] == cut_at  # continued, not started again
+    for key in ("loss", "action_l1", "kl", "probe/future_state_r2"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), key

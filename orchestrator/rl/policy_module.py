@@ -9,7 +9,9 @@ RLlib's seeded resets (the same starts for every policy under one seed).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.columns import Columns
@@ -81,39 +83,69 @@ def episode_success(episode) -> float:
     return float(episode.is_terminated)
 
 
-def sample_on_runner(runner, episodes: int) -> dict[str, list[float]]:
-    sampled = runner.sample(num_episodes=episodes, explore=False, force_reset=True)[:episodes]
+@contextmanager
+def deterministic_acting(seed: int):
+    """Torch's global generator seeded (any sampling in `act`) and one intra-op thread (sums in one
+    order), both restored after: so actions follow from the networks, the observations and the seed."""
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+
+def sample_on_runner(runner, episodes: int, seed: int = 0) -> dict[str, list]:
+    """Per-episode return, success, length, first and last observation of `episodes` episodes.
+
+    `sample(num_episodes=)` seeds the first reset of the call (RLlib: the config's seed and the
+    runner's index); later resets continue the envs' seeded generators (`envs.ogbench.seed_action_space`
+    covers OGBench's goal draw), so the episodes follow from the policy and the seed."""
+    with deterministic_acting(int(seed) + 1000 * int(getattr(runner, "worker_index", 0) or 0)):
+        sampled = runner.sample(num_episodes=episodes, explore=False, force_reset=True)[:episodes]
     return {"rollout/return": [float(e.get_return()) for e in sampled],
-            "rollout/success": [episode_success(e) for e in sampled]}
+            "rollout/success": [episode_success(e) for e in sampled],
+            "rollout/length": [float(len(e)) for e in sampled],
+            "rollout/first_obs": [np.asarray(e.get_observations(0)) for e in sampled],
+            "rollout/last_obs": [np.asarray(e.get_observations(-1)) for e in sampled]}
 
 
-def rollout(variant, modules, env: dict, episodes: int, env_runners: int = 0, seed: int = 0) -> dict[str, float]:
-    """`rollout/success` and `rollout/return` (each with `_se`, the standard error) over `episodes`
-    episodes, and `rollout/episodes` (how many ran)."""
+def rollout_episodes(variant, modules, env: dict, episodes: int, env_runners: int = 0, seed: int = 0) -> dict[str, list]:
+    """`sample_on_runner`'s per-episode lists over `episodes` episodes, on local or remote env runners."""
     register_env(EVAL_ENV, make_eval_env)
     config = runner_config(variant, modules, env, env_runners, seed)
     if env_runners == 0:  # no Ray needed: one env runner in this process
         runner = SingleAgentEnvRunner(config=config)
         try:
-            parts = [sample_on_runner(runner, episodes)]
+            parts = [sample_on_runner(runner, episodes, seed)]
         finally:
             runner.stop()
     else:
         group = EnvRunnerGroup(config=config, local_env_runner=False)
         try:
             per_runner = math.ceil(episodes / env_runners)
-            parts = group.foreach_env_runner(lambda runner: sample_on_runner(runner, per_runner),
+            parts = group.foreach_env_runner(lambda runner: sample_on_runner(runner, per_runner, seed),
                                              local_env_runner=False)
         finally:
             group.stop()
-    merged: dict[str, list[float]] = {"rollout/return": [], "rollout/success": []}
+    merged: dict[str, list] = {key: [] for key in parts[0]} if parts else {"rollout/return": []}
     for part in parts:
         for key, values in part.items():
             merged[key].extend(values)
     if len(merged["rollout/return"]) < episodes:
         raise RuntimeError(f"rollout: {len(merged['rollout/return'])} of {episodes} episodes came back from "
                            f"{env_runners} env runners (see the env runners' errors above)")
-    summary = summarize(merged)  # "eval/rollout/return", "eval/rollout/return_se", ...
+    return {key: values[:episodes] for key, values in merged.items()}
+
+
+def rollout(variant, modules, env: dict, episodes: int, env_runners: int = 0, seed: int = 0) -> dict[str, float]:
+    """`rollout/success` and `rollout/return` (each with `_se`, the standard error) over `episodes`
+    episodes, and `rollout/episodes` (how many ran): a deterministic function of the networks, the
+    env, `seed`, `episodes` and `env_runners`."""
+    per_episode = rollout_episodes(variant, modules, env, episodes, env_runners, seed)
+    summary = summarize({key: per_episode[key] for key in ("rollout/return", "rollout/success")})
     out = {key.removeprefix("eval/"): summary[key] for key in summary if key.startswith("eval/rollout/")}
-    out["rollout/episodes"] = float(len(merged["rollout/return"]))
+    out["rollout/episodes"] = float(len(per_episode["rollout/return"]))
     return out

@@ -1,7 +1,8 @@
-"""The two reference lines of docs/results/act_jepa.md on OGBench cube-single's 5 evaluation goals:
+"""The two reference lines of docs/results/act_jepa.md on an OGBench env's 5 evaluation goals:
 a uniformly random policy, and the oracle that made the demos (noise-free, and at the demos' noise).
+Episodes are seeded (`seed * 1000 + e`), goals included (envs.manipulation.seed_action_space).
 
-    .venv/bin/python docs/results/act_jepa/baselines.py [episodes per goal, default 10]
+    .venv/bin/python docs/results/act_jepa/baselines.py [episodes per goal, default 10] [env, default cube-single]
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from envs.manipulation import DemoConfig, NUM_TASKS, collect, make_goal_env
 warnings.filterwarnings("ignore", message=".*precision lowered")
 
 
-def random_success(episodes: int, seed: int = 0) -> list[float]:
+def random_success(episodes: int, env_name: str = "cube-single", seed: int = 0) -> list[float]:
     rng = np.random.default_rng(seed)
     out = []
     for task in range(1, NUM_TASKS + 1):
-        env = make_goal_env("cube-single", task)
+        env = make_goal_env(env_name, task)
         wins = 0
         for e in range(episodes):
             env.reset(seed=seed * 1000 + e)
@@ -33,15 +34,16 @@ def random_success(episodes: int, seed: int = 0) -> list[float]:
     return out
 
 
-def oracle_success(episodes: int, noise: float, p_random: float) -> list[float]:
-    cfg = DemoConfig(noise=noise, p_random=p_random, seed=123)  # seeds unlike any demo's
+def oracle_success(episodes: int, noise: float, p_random: float, env_name: str = "cube-single") -> list[float]:
+    cfg = DemoConfig(env_name=env_name, noise=noise, p_random=p_random, seed=123)  # seeds unlike any demo's
     eps = collect(cfg, "val", [(i, noise, True) for i in range(episodes * NUM_TASKS)])
     return [float(np.mean([e.success for e in eps if e.task_id == t])) for t in range(1, NUM_TASKS + 1)]
 
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    for name, per_goal in (("random policy", random_success(n)),
-                           ("oracle, noise-free", oracle_success(n, 0.0, 0.0)),
-                           ("oracle, demo noise (0.1, p_random 0.05)", oracle_success(n, 0.1, 0.05))):
+    env = sys.argv[2] if len(sys.argv) > 2 else "cube-single"
+    for name, per_goal in (("random policy", random_success(n, env)),
+                           ("oracle, noise-free", oracle_success(n, 0.0, 0.0, env)),
+                           ("oracle, demo noise (0.1, p_random 0.05)", oracle_success(n, 0.1, 0.05, env))):
         print(f"{name}: mean {np.mean(per_goal):.3f}  per goal {[round(s, 2) for s in per_goal]}")
