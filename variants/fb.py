@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from variants.nn.pixel_encoder import (
+    PixelObservations,
     augment,
-    check_obs_config,
     encode,
     in_chunks,
     observation_encoders,
@@ -74,20 +74,12 @@ def measure_td_loss(m: Tensor, target_m: Tensor) -> tuple[Tensor, Tensor]:
     return off_diagonal_mean((m - target_m).pow(2)), -2 * m.diagonal().mean()
 
 
-class FB(ZeroShotAgent):
+class FB(PixelObservations, ZeroShotAgent):
     name = "fb"
     host = "rl_zero_shot"
     Config = FBConfig
     task_key = "z_dim"
-
-    @property
-    def online(self) -> tuple[str, ...]:
-        return ONLINE + (("encoder",) if uses_pixels(self.cfg) else ())
-
-    @classmethod
-    def validate_config(cls, cfg, fail) -> None:
-        super().validate_config(cfg, fail)
-        check_obs_config(cfg, fail)
+    state_networks = ONLINE
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from variants.nn.pixel_encoder import (
+    PixelObservations,
     augment,
-    check_obs_config,
     encode,
     in_chunks,
     observation_encoders,
@@ -77,20 +77,12 @@ def td_error(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).pow(2).sum(-1).mean()
 
 
-class TDJEPA(ZeroShotAgent):
+class TDJEPA(PixelObservations, ZeroShotAgent):
     name = "td_jepa"
     host = "rl_zero_shot"
     Config = TDJEPAConfig
     task_key = "psi_dim"
-
-    @property
-    def online(self) -> tuple[str, ...]:
-        return ONLINE + (("encoder",) if uses_pixels(self.cfg) else ())
-
-    @classmethod
-    def validate_config(cls, cfg, fail) -> None:
-        super().validate_config(cfg, fail)
-        check_obs_config(cfg, fail)
+    state_networks = ONLINE
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
         v = self.cfg.variant

@@ -101,6 +101,22 @@ def check_obs_config(cfg, fail) -> None:
              "set variant.obs=pixels together with data.pixels=true, or variant.obs=state with data.pixels=false")
 
 
+class PixelObservations:
+    """Mixin for a zero-shot agent: `variant.obs=pixels` adds the shared conv `encoder` (and its EMA copy)
+    to the agent's online networks (`state_networks`) and checks the obs/data pairing."""
+
+    state_networks: tuple[str, ...] = ()
+
+    @property
+    def online(self) -> tuple[str, ...]:
+        return self.state_networks + (("encoder",) if uses_pixels(self.cfg) else ())
+
+    @classmethod
+    def validate_config(cls, cfg, fail) -> None:
+        super().validate_config(cfg, fail)
+        check_obs_config(cfg, fail)
+
+
 def observation_encoders(cfg, spec_inputs: dict) -> tuple[dict[str, nn.Module], int]:
     """({"encoder": PixelEncoder} or {}, width of what the networks read from an observation)."""
     shape = tuple(spec_inputs["observation"])
