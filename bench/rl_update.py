@@ -9,6 +9,7 @@ hands out batches of the same size, so one can see the sampler is not the bottle
     python -m bench.rl_update --device cuda            # + CUDA graphs (torch.compile mode="reduce-overhead")
     python -m bench.rl_update --hidden 256 --batch 256 # a quick CPU look
     python -m bench.rl_update --only-pixels            # TD-JEPA and FB from pixels (variant.obs=pixels)
+    python -m bench.rl_update --only-rllib --hidden 256 --batch 256  # RLlib host vs bare loop, interleaved
 
 The pixel lines: one eager update of TD-JEPA and of FB on 3 stacked 64 x 64 frames (DrQ conv encoder,
 random shifts) at `--pixel-hidden` x `--pixel-batch`, with the batch's frame stacks gathered from a
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import tempfile
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -30,7 +33,7 @@ from variants.base import DataSpec
 from variants.td_jepa import TDJEPA, TDJEPAConfig
 
 WALKER_SIZES = {"observation": (24,), "action": (6,)}
-RLLIB_UPDATES = 20  # updates per Algorithm.train() in the amortised measurement
+RLLIB_UPDATES = 100  # updates per Algorithm.train(): what runs use (orchestrator.rl.loop.MAX_UPDATES_PER_ITERATION)
 GPU_GOAL = 5.0  # the issue's target: compiled/graphed updates at least 5x eager on a GPU
 
 
@@ -44,6 +47,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--modes", default="", help="comma list of eager,compile,cudagraphs (default: what the device allows)")
     p.add_argument("--no-sampler", action="store_true", help="skip the OfflineData sampling rate")
     p.add_argument("--no-rllib", action="store_true", help="skip the update rate through RLlib's Algorithm.train()")
+    p.add_argument("--only-rllib", action="store_true", help="only the interleaved RLlib-vs-bare line")
+    p.add_argument("--rllib-updates", type=int, default=RLLIB_UPDATES, help="updates per Algorithm.train()")
+    p.add_argument("--rllib-rounds", type=int, default=5)
+    p.add_argument("--rllib-warmup", type=int, default=1, help="rounds dropped before timing")
+    p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (a trial runs with 1)")
     p.add_argument("--pixel-hidden", type=int, default=256)
     p.add_argument("--pixel-batch", type=int, default=64)
     p.add_argument("--no-pixels", action="store_true", help="skip the pixel update rates")
@@ -156,35 +164,96 @@ def walker_like_data(rows: int = 100_000):
                          env_kwargs={"domain": "walker"}, rewards=lambda task, idx: np.zeros(len(idx), np.float32))
 
 
-def rllib_updates_per_second(args, updates: int) -> float:
-    """The same update inside RLlib: `Algorithm.train()` = `updates` learner updates fed by
-    OfflineData's iterator, plus RLlib's per-iteration bookkeeping."""
-    import os
+def stock_learner_class():
+    """`ZeroShotLearner` as it was before issue 23: RLlib's own `apply_gradients` (two per-tensor
+    `isfinite` checks per update), OmegaConf look-ups for the schedule and every update's scalars
+    read back and logged, for the before/after line."""
+    from orchestrator.rl.learner import ZeroShotLearner
 
-    import ray
+    class Stock(ZeroShotLearner):
+        def build(self) -> None:
+            super().build()
+            self.schedule_cfg = self.run_cfg
 
+        def _plain_step_allowed(self) -> bool:
+            return False
+
+        def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+            for key, value in fwd_out.items():
+                if key != "artifacts":
+                    self.metrics.log_value((module_id, key), value.detach().float().item(), window=1)
+            return fwd_out["loss"]
+
+    return Stock
+
+
+def build_rllib(args, updates: int, learner_class=None):
+    """The TD-JEPA update inside RLlib: `Algorithm.train()` = `updates` learner updates fed by
+    OfflineData's iterator, plus RLlib's per-iteration bookkeeping (the learner in this process)."""
     from orchestrator.config import compose_run
     from orchestrator.rl.data import rl_spec
-    from orchestrator.rl.loop import build_algorithm, stop
+    from orchestrator.rl.loop import ZeroShotConfig, build_algorithm
+
+    cfg = compose_run(["variant=td_jepa", "data=exorl_walker_random", f"variant.hidden={args.hidden}",
+                       f"train.batch_size={args.batch}", "budget.steps=1", "eval.tasks=[stand]",
+                       f"storage={os.environ['JEPA_DATA']}/runs"])
+    data = walker_like_data()
+    default = ZeroShotConfig.get_default_learner_class
+    if learner_class is not None:
+        ZeroShotConfig.get_default_learner_class = lambda self: learner_class
+    try:
+        return build_algorithm(cfg, data, rl_spec(data), updates)
+    finally:
+        ZeroShotConfig.get_default_learner_class = default
+
+
+def rllib_vs_bare(args, updates: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Seconds per update (wall and this process's CPU) of the bare eager loop, RLlib with the stock
+    learner step and RLlib with ours, interleaved round by round (each round: `updates` bare updates,
+    then one `train()` of each algorithm), so load that comes and goes hits all three alike."""
+    import ray
+
+    from orchestrator.rl.loop import stop
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as root:
             os.environ["JEPA_DATA"] = root
-            cfg = compose_run(["variant=td_jepa", "data=exorl_walker_random", f"variant.hidden={args.hidden}",
-                               f"train.batch_size={args.batch}", "budget.steps=1", "eval.tasks=[stand]",
-                               f"storage={root}/runs"])
-            data = walker_like_data()
-            algo = build_algorithm(cfg, data, rl_spec(data), updates)
-            timer = StepTimer(max(2, args.warmup // updates))
-            for _ in range(timer.warmup + max(3, args.iters // updates)):
-                algo.train()
-                timer.tick()
-            rate = updates / timer.seconds_per_step()
-            stop(algo)
-            return rate
+            algos = {"rllib_stock": build_rllib(args, updates, stock_learner_class()), "rllib": build_rllib(args, updates)}
+            update = make_update(args.hidden, torch.device("cpu"), "eager")
+            batch = random_batch(args.batch, torch.device("cpu"))
+
+            def bare():
+                for _ in range(updates):
+                    update(batch)
+
+            paths = {"bare": bare, **{name: algo.train for name, algo in algos.items()}}
+            totals = {name: [0.0, 0.0] for name in paths}
+            for r in range(args.rllib_warmup + rounds):
+                for name, run in paths.items():
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    run()
+                    if r >= args.rllib_warmup:
+                        totals[name][0] += time.perf_counter() - wall
+                        totals[name][1] += time.process_time() - cpu
+            for algo in algos.values():
+                stop(algo)
+            n = rounds * updates
+            return {name: {"wall": w / n, "cpu": c / n} for name, (w, c) in totals.items()}
     finally:
         ray.shutdown()
+
+
+def report_rllib(args) -> None:
+    per = rllib_vs_bare(args, args.rllib_updates, args.rllib_rounds)
+    bare = per["bare"]
+    print(f"Through RLlib vs bare, interleaved: {args.rllib_rounds} rounds of {args.rllib_updates} updates "
+          f"(one Algorithm.train() each), {torch.get_num_threads()} thread(s)")
+    for name, row in per.items():
+        print(f"  {name:<12} {1 / row['wall']:8.1f} updates/s wall ({bare['wall'] / row['wall']:.2f}x bare)   "
+              f"{1 / row['cpu']:8.1f} updates/CPU-s ({bare['cpu'] / row['cpu']:.2f}x bare)")
+    print(f"  RLlib overhead per update: stock {1e3 * (per['rllib_stock']['cpu'] - bare['cpu']):.2f} ms CPU, "
+          f"now {1e3 * (per['rllib']['cpu'] - bare['cpu']):.2f} ms CPU")
 
 
 def pixel_updates_per_second(variant_name: str, args, device: torch.device) -> float:
@@ -237,7 +306,12 @@ def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+        torch.set_num_threads(args.threads)
+    if args.only_rllib:
+        print(f"machine: {machine()}")
+        print(f"TD-JEPA update: hidden {args.hidden}, batch {args.batch}, walker sizes, device {device}")
+        report_rllib(args)
+        return
     if args.only_pixels:
         print(f"machine: {machine()}")
         report_pixels(args, device)
@@ -254,10 +328,7 @@ def main() -> None:
     else:
         print("  cudagraphs: needs a GPU")
     if not args.no_rllib:
-        for updates in (1, RLLIB_UPDATES):
-            through_rllib = rllib_updates_per_second(args, updates)
-            print(f"  RLlib, {updates:>3} {through_rllib:9.1f} updates/s   {through_rllib / rates['eager']:5.2f}x eager "
-                  f"(Algorithm.train() running {updates} update(s))")
+        report_rllib(args)
     if not args.no_sampler:
         sampled = sampler_batches_per_second(args.batch)
         slowest = min(rates.values())

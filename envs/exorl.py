@@ -179,10 +179,11 @@ def _run_episode(
             rows["pixels"].append(render_pixels(env.physics))
 
     observation = flatten_observation(timestep.observation)
-    record(observation, np.zeros(env.action_spec().shape, np.float32), 0.0, 1.0)
+    action_spec = env.action_spec()  # built anew on every call: 20 % of a random-policy step when asked per step
+    record(observation, np.zeros(action_spec.shape, np.float32), 0.0, 1.0)
     for _ in range(cfg.episode_length):
         action = explorer.act(observation, rng)
-        timestep = env.step(scale_to_spec(action, env.action_spec()))
+        timestep = env.step(scale_to_spec(action, action_spec))
         next_observation = flatten_observation(timestep.observation)
         explorer.observe(observation, action, next_observation, timestep.discount)
         record(next_observation, action, timestep.reward, timestep.discount)
@@ -205,11 +206,23 @@ def _single_threaded_torch():
         torch.set_num_threads(threads)
 
 
+_STATE_ENVS: dict[str, object] = {}
+
+
+def _state_environment(domain: str):
+    """One env per domain and process for state-only collection: a Ray worker runs share after share,
+    and building the env (~0.5-1.5 s) would otherwise be paid per share of a few seconds. Every episode
+    reseeds the task and resets the physics, so no episode depends on the ones before it."""
+    if domain not in _STATE_ENVS:
+        _STATE_ENVS[domain] = load_environment(domain)
+    return _STATE_ENVS[domain]
+
+
 def collect_episodes(cfg: ExplorationConfig, episodes: range, buffer: str | Path) -> list[str]:
     """Collect ``episodes`` in sequence (one explorer learning across them) into ``buffer``."""
     if cfg.pixels:
         require_rendering(PIXELS_RENDERING)
-    env = load_environment(cfg.domain)
+    env = load_environment(cfg.domain) if cfg.pixels else _state_environment(cfg.domain)
     names = []
     try:
         with _single_threaded_torch():
@@ -222,7 +235,8 @@ def collect_episodes(cfg: ExplorationConfig, episodes: range, buffer: str | Path
                     Path(buffer) / names[-1], partial(np.savez_compressed, **episode)
                 )
     finally:
-        env.physics.free()  # frees the GL context now rather than noisily at exit
+        if cfg.pixels:
+            env.physics.free()  # frees the GL context now rather than noisily at exit
     return names
 
 
@@ -244,7 +258,7 @@ def _observation_sizes(env) -> dict[str, int]:
 
 
 def _write_meta(cfg: ExplorationConfig, directory: Path) -> None:
-    env = load_environment(cfg.domain)
+    env = _state_environment(cfg.domain)  # nothing rendered: the state env serves pixel configs too
     spec = DOMAINS[cfg.domain]
     meta = {
         "fingerprint": cfg.fingerprint(),
@@ -261,7 +275,6 @@ def _write_meta(cfg: ExplorationConfig, directory: Path) -> None:
         "num_transitions": cfg.num_episodes * cfg.episode_length,
         "mujoco_gl": os.environ.get("MUJOCO_GL") if cfg.pixels else None,
     }
-    env.physics.free()
     write_json(directory / META_FILE, meta)
 
 
@@ -270,8 +283,20 @@ def _write_exorl(cfg: ExplorationConfig, map_fn: MapFn, directory: Path) -> None
     buffer.mkdir(parents=True, exist_ok=True)
     # Shares left complete by an interrupted run are kept: each is deterministic on its own.
     shares = [share for share in _task_shares(cfg) if not _share_done(cfg, buffer, share)]
-    list(map_fn(partial(collect_episodes, cfg, buffer=str(buffer)), shares))
+    done = map_fn(partial(collect_episodes, cfg, buffer=str(buffer)), shares)
+    with _progress(sum(len(share) for share in shares) * cfg.episode_length, f"exorl {cfg.domain} {cfg.policy}") as bar:
+        for names in done:  # in order, as a lazy map (builtin `map`, the orchestrator's Ray map) yields them
+            bar.update(len(names) * cfg.episode_length)
     _write_meta(cfg, directory)
+
+
+def _progress(total: int, desc: str):
+    """A steps/s bar on stderr (shown on terminals only)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, file=sys.stderr, disable=None)
 
 
 def exorl_dir(cfg: ExplorationConfig, root: Path | None = None) -> Path:

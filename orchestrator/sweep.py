@@ -528,7 +528,9 @@ def run_sweep(sweep: Sweep, storage: str, resume: bool = False):
                 search_alg=_search_alg(sweep),
                 scheduler=_scheduler(sweep),
                 max_concurrent_trials=_max_concurrent(sweep, rl),
-                reuse_actors=False,
+                # inline trials keep their process for the next trial: a new one costs ~10 s of imports on a
+                # busy 2-core machine (bench/RESULTS.md, idle cores between trials); each trial seeds itself
+                reuse_actors=inline,
             ),
             run_config=tune.RunConfig(name="tune", storage_path=path, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=sweep.failures["max_failures"])),

@@ -91,8 +91,9 @@ KILL = textwrap.dedent(
             if steps.len() and 8 <= steps.max() < 40:  # past a checkpoint, well before the end
                 actors = list_actors(filters=[("state", "=", "ALIVE"), ("class_name", "=", "ImplicitFunc")],
                                      timeout=60)
-                if len(actors) == 1:  # one trial at a time: this run's
-                    os.kill(actors[0].pid, signal.SIGKILL)  # the simulated nodes are processes of this machine
+                if actors:  # one trial at a time: this run's, and (reused trial processes) idle cached ones
+                    for actor in actors:
+                        os.kill(actor.pid, signal.SIGKILL)  # the simulated nodes are processes of this machine
                     at = time.time()
                     time.sleep(1.0)  # the trial ran on while we looked its actor up: read where it died
                     steps = store.metrics(sweep.name, run_id).filter(metric="loss")["step"]

@@ -11,7 +11,7 @@ import hashlib
 import json
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache, partial
 from pathlib import Path
 
@@ -124,20 +124,23 @@ def rl_spec_from_env(env, pixels: bool = False) -> DataSpec:
 
 
 # ---------------------------------------------------------------------------- ExoRL / dm_control
-def ray_task_map(fn: Callable, items: list) -> list:
+def ray_task_map(fn: Callable, items: list) -> Iterator:
     """`map` as Ray tasks of one CPU each, results in order: the parallel map ExoRL's collector takes.
 
     Starts (or joins, given RAY_ADDRESS or `jepa data make --address`) Ray only when there is work.
+    Every task is submitted at once; the results come back lazily, each as soon as it and the ones
+    before it are done, so the caller's progress bar moves while the tasks run.
     """
     if not items:
-        return []
+        return iter(())
     import ray
 
     from orchestrator.ray_connect import start_ray
 
     start_ray()
     remote = ray.remote(num_cpus=1)(_call)
-    return ray.get([remote.remote(fn, item) for item in items])
+    refs = [remote.remote(fn, item) for item in items]
+    return (ray.get(ref) for ref in refs)
 
 
 def _call(fn: Callable, item):

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.optimize import brentq
 from torch import nn
 
 
@@ -53,6 +52,9 @@ def ema_start_for_half_life(total_steps: int, half_life_frac: float, end: float 
     if excess(low) > 0 or excess(high) < 0:
         raise ValueError(f"no start momentum in [0, 1) halves the initial weights after {steps} of {total_steps} "
                          f"steps with end momentum {end}")
+    # imported here, not at module import: the GPU bench machine has torch but no scipy
+    from scipy.optimize import brentq
+
     return float(brentq(excess, low, high, xtol=1e-15, rtol=4 * np.finfo(float).eps))
 
 

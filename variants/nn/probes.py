@@ -23,9 +23,22 @@ class AttentivePooler(nn.Module):
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
 
     def forward(self, tokens: Tensor) -> Tensor:
+        """`self.attn(query, tokens, tokens)`, factored for one query: the keys' projection is folded
+        into the query (q·(W_k x + b_k) = (W_kᵀq)·x + const, the constant cancels in the softmax) and the
+        values' projection applied after pooling (Σ a_i (W_v x_i + b_v) = W_v Σ a_i x_i + b_v). Same
+        parameters, same output up to rounding, ~D/heads times fewer FLOPs than projecting every token."""
         tokens = self.norm(tokens)
-        pooled, _ = self.attn(self.query.expand(tokens.size(0), -1, -1), tokens, tokens)
-        return pooled[:, 0]
+        attn = self.attn
+        dim, heads = tokens.size(-1), attn.num_heads
+        head_dim = dim // heads
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        b_q, _, b_v = attn.in_proj_bias.chunk(3)
+        q = (self.query[0, 0] @ w_q.T + b_q).view(heads, head_dim) * head_dim**-0.5  # [H, d]
+        keys = torch.einsum("hd,hde->he", q, w_k.view(heads, head_dim, dim))  # [H, D]: W_k,hᵀ q_h
+        weights = torch.softmax(tokens @ keys.T, dim=1)  # [N, L, H]
+        pooled = torch.einsum("nlh,nld->nhd", weights, tokens)  # [N, H, D]
+        values = torch.einsum("nhe,hde->nhd", pooled, w_v.view(heads, head_dim, dim)) + b_v.view(heads, head_dim)
+        return attn.out_proj(values.reshape(len(tokens), dim))
 
 
 class Probe(nn.Module):
