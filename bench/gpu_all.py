@@ -191,8 +191,10 @@ def salt_figure(vjepa_entry: dict, salt_entry: dict, device: torch.device, warmu
             "flops_ratio": salt_entry["flops"] / vjepa_entry["flops"], "goal": "time_ratio <= 0.75"}
 
 
-def tdjepa_update(hidden: int, batch: int, device: torch.device, mode: str):
-    """One TD-JEPA update (loss, backward, Adam, EMA targets) as bench/rl_update.py's `make_update`."""
+def tdjepa_update_fn(hidden: int, device: torch.device, mode: str):
+    """`update(batch) -> loss`: one TD-JEPA update (loss, backward, Adam, EMA targets) at walker sizes;
+    `mode` (eager | compile | cudagraphs) picks how loss+backward is compiled. Plain torch: bench/rl_update.py
+    uses it too."""
     from variants.base import DataSpec
     from variants.td_jepa import TDJEPA, TDJEPAConfig
 
@@ -213,17 +215,29 @@ def tdjepa_update(hidden: int, batch: int, device: torch.device, mode: str):
         loss_and_grads = torch.compile(loss_and_grads)
     elif mode == "cudagraphs":
         loss_and_grads = torch.compile(loss_and_grads, mode="reduce-overhead")
-    g = torch.Generator().manual_seed(0)
-    data = {k: torch.randn(batch, TDJEPA_OBS, generator=g).to(device) for k in ("observation", "next_observation", "future_observation")}
-    data["action"] = (torch.rand(batch, TDJEPA_ACT, generator=g) * 2 - 1).to(device)
 
-    def update() -> None:
+    def update(batch_):
         optimizer.zero_grad(set_to_none=False)
-        loss_and_grads(data)
+        loss = loss_and_grads(batch_)
         optimizer.step()
         variant.after_step(modules, 0, 0, "main")
+        return loss
 
     return update
+
+
+def tdjepa_batch(batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A fixed random batch at walker sizes (observations normal, actions uniform in [-1, 1])."""
+    g = torch.Generator().manual_seed(0)
+    data = {k: torch.randn(batch, TDJEPA_OBS, generator=g) for k in ("observation", "next_observation", "future_observation")}
+    data["action"] = torch.rand(batch, TDJEPA_ACT, generator=g) * 2 - 1
+    return {k: v.to(device) for k, v in data.items()}
+
+
+def tdjepa_update(hidden: int, batch: int, device: torch.device, mode: str):
+    """A no-argument update on a fixed batch, for `seconds_per_step`."""
+    update, data = tdjepa_update_fn(hidden, device, mode), tdjepa_batch(batch, device)
+    return lambda: update(data)
 
 
 def tdjepa_figure(hidden: int, batch: int, device: torch.device, modes: list[str], warmup: int, iters: int) -> dict:

@@ -29,6 +29,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.common import StepTimer, machine
+from bench.gpu_all import tdjepa_batch, tdjepa_update_fn
 from variants.base import DataSpec
 from variants.td_jepa import TDJEPA, TDJEPAConfig
 
@@ -59,48 +60,9 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def make_update(hidden: int, device: torch.device, mode: str):
-    """A closure running one full update; `mode` picks how the loss+backward is compiled."""
-    cfg = OmegaConf.create({"seed": 0, "variant": {**asdict(TDJEPAConfig()), "hidden": hidden}})
-    obs, act = WALKER_SIZES["observation"][0], WALKER_SIZES["action"][0]
-    spec = DataSpec(kind="rl", inputs={"observation": (obs,), "action": (act,), "next_observation": (obs,),
-                                       "future_observation": (obs,)})
-    variant = TDJEPA(cfg, spec)
-    modules = variant.build("main").to(device)
-    params = [p for p in modules.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-4, capturable=mode == "cudagraphs", fused=device.type == "cuda")
-
-    def loss_and_grads(batch):
-        loss = variant.step(modules, batch, "main")["loss"]
-        loss.backward()
-        return loss.detach()
-
-    if mode == "compile":
-        loss_and_grads = torch.compile(loss_and_grads)
-    elif mode == "cudagraphs":
-        loss_and_grads = torch.compile(loss_and_grads, mode="reduce-overhead")
-
-    def update(batch):
-        optimizer.zero_grad(set_to_none=False)
-        loss = loss_and_grads(batch)
-        optimizer.step()
-        variant.after_step(modules, 0, 0, "main")
-        return loss
-
-    return update
-
-
-def random_batch(batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    obs = WALKER_SIZES["observation"][0]
-    out = {k: torch.randn(batch, obs, generator=g) for k in ("observation", "next_observation", "future_observation")}
-    out["action"] = torch.rand(batch, WALKER_SIZES["action"][0], generator=g) * 2 - 1
-    return {k: v.to(device) for k, v in out.items()}
-
-
 def updates_per_second(mode: str, args, device: torch.device) -> float:
-    update = make_update(args.hidden, device, mode)
-    batch = random_batch(args.batch, device)
+    update = tdjepa_update_fn(args.hidden, device, mode)
+    batch = tdjepa_batch(args.batch, device)
     timer = StepTimer(args.warmup, torch.cuda.synchronize if device.type == "cuda" else None)
     for _ in range(args.warmup + args.iters):
         update(batch)
@@ -220,8 +182,8 @@ def rllib_vs_bare(args, updates: int, rounds: int) -> dict[str, dict[str, float]
         with tempfile.TemporaryDirectory() as root:
             os.environ["JEPA_DATA"] = root
             algos = {"rllib_stock": build_rllib(args, updates, stock_learner_class()), "rllib": build_rllib(args, updates)}
-            update = make_update(args.hidden, torch.device("cpu"), "eager")
-            batch = random_batch(args.batch, torch.device("cpu"))
+            update = tdjepa_update_fn(args.hidden, torch.device("cpu"), "eager")
+            batch = tdjepa_batch(args.batch, torch.device("cpu"))
 
             def bare():
                 for _ in range(updates):
