@@ -34,7 +34,7 @@ from orchestrator.config import from_plain
 from orchestrator.optim import make_optimizer, set_schedules
 from orchestrator.runs import RunRecorder, check_finite, local_checkpoint_dir
 from orchestrator.session import make_session
-from orchestrator.train import CHECKPOINT_FILE, batches, mask_seed, save_state
+from orchestrator.train_state import CHECKPOINT_FILE, batches, mask_seed, save_state
 from variants.base import Variant
 from variants.nn.probes import r2_score
 

@@ -291,7 +291,8 @@ def test_an_interrupted_imitation_run_resumes_to_the_uninterrupted_result(ray_se
 
     from orchestrator.results import ResultsStore
     from orchestrator.runs import local_checkpoint_dir
-    from orchestrator.train import CHECKPOINT_FILE, launch
+    from orchestrator.train import launch
+    from orchestrator.train_state import CHECKPOINT_FILE
 
     overrides = ["variant=act", "data=manip_cube_single", f"data.root={data_root}", "data.num_demos=6", "data.num_val=2",
                  "variant.hidden=32", "variant.heads=2", "variant.ff=64", "budget.steps=200", "train.batch_size=16",
