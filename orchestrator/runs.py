@@ -49,7 +49,8 @@ class RunRecorder:
     """What an RLlib-hosted run does with each logged step: dashboard gauges, long-format rows in
     the results store, and rate-limited reports to Ray (with a checkpoint when `save` is given).
 
-    Rows are stored before reporting: Tune may stop the trial inside `report`.
+    Rows are stored before the checkpoint and the report: Tune may stop the trial inside `report`, and a
+    kill after a checkpoint must not leave that checkpoint's steps without their rows.
     """
 
     def __init__(self, cfg, run_id: str, session):
@@ -66,13 +67,15 @@ class RunRecorder:
         self.last = metrics
         if save is None and not force and time.perf_counter() - self.last_report < self.cfg.train.report_interval_s:
             return
+        # rows first: a run killed after its checkpoint but before its rows would resume past steps
+        # whose metrics were never stored (rows stored twice are harmless: readers keep one per step)
+        self.store.append_metrics(self.run_id, self.cfg.sweep, self.rows)
+        self.rows = []
         with contextlib.ExitStack() as stack:
             ckpt_path = None
             if save is not None:
                 ckpt_path = stack.enter_context(checkpoint_dir())
                 save(Path(ckpt_path))
-            self.store.append_metrics(self.run_id, self.cfg.sweep, self.rows)
-            self.rows = []
             self.session.report(metrics, ckpt_path)
         self.last_report = time.perf_counter()
 
