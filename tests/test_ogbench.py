@@ -8,8 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from envs import rendering_problem
 from envs.cache import META_FILE
 from envs.ogbench import (
+    RENDER_QUALITY,
     SUPPORTED,
     GoalTaskEnv,
     OGBenchDataConfig,
@@ -19,6 +21,7 @@ from envs.ogbench import (
     generate,
     load_ogbench,
     make_env,
+    make_pixel_env,
 )
 
 # OGBench's action_space builds a float64 Box; gymnasium warns each time.
@@ -264,3 +267,26 @@ def test_markov_oracle(tmp_path):
     assert markov["observations"].shape == (21, CUBE_OBS_DIM)
     assert np.abs(markov["actions"]).max() <= 1.0
     assert dataset_dir(cfg, tmp_path) != dataset_dir(replace(cfg, oracle="plan"), tmp_path)
+
+
+@pytest.mark.skipif(rendering_problem() is not None, reason=str(rendering_problem()))
+def test_light_rendering_survives_recompiles_and_matches_full_quality():
+    """`render="light"` must reach every renderer OGBench builds (it recompiles the model on resets) and
+    change the frames only slightly: the same state, rendered both ways, differs by a few levels of 255."""
+    frames = {}
+    for render in ("full", "light"):
+        env = make_pixel_env("cube-single-play", render=render)
+        env.reset(seed=0)
+        renderer = env.unwrapped._renderer
+        env.unwrapped.mark_dirty()  # the next reset recompiles OGBench's model and rebuilds its renderer
+        env.reset(seed=0)
+        assert env.unwrapped._renderer is not renderer
+        quality = env.unwrapped._model.vis.quality
+        expected = RENDER_QUALITY[render] or {"offsamples": 4, "shadowsize": 4096}
+        assert (quality.offsamples, quality.shadowsize) == (expected["offsamples"], expected["shadowsize"])
+        frames[render] = env.step(np.zeros(env.action_space.shape, np.float32))[0].astype(np.float64)
+        env.close()
+    difference = np.abs(frames["light"] - frames["full"])
+    assert 0 < difference.mean() < 8, difference.mean()
+    with pytest.raises(ValueError, match="render must be one of"):
+        OGBenchDataConfig("cube-single-play", pixels=True, render="fast")

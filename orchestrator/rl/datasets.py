@@ -357,4 +357,4 @@ def _ogbench_frames(cfg, path) -> FrameRLData:
                                "episode": episode[rows]}, FUTURE_DISCOUNT, int(cfg.seed))
     tasks = tuple(f"{ogbench.TASK_PREFIX}{i}" for i in range(1, ogbench.NUM_TASKS + 1))
     return FrameRLData(transitions=transitions, tasks=tasks, task_kind="goal", env_maker=ogbench.make_pixel_env,
-                       env_kwargs={"env_name": cfg.env_name}, frames=FrameStore.from_episodes(frames, start))
+                       env_kwargs={"env_name": cfg.env_name, "render": cfg.render}, frames=FrameStore.from_episodes(frames, start))
