@@ -10,7 +10,7 @@ in a bare run from its own copy beside Ray's (`jepa run --run-id` again continue
 is not reused: it hands no modules back and evaluates with the probe host's context. Evaluation, at the end:
 
 * `eval/task<i>/success` (and `_se`) over `eval.episodes` episodes at each of OGBench's five
-  evaluation goals, acted by `variant.act` on RLlib env runners (`orchestrator.rl.policy_module.rollout`),
+  evaluation goals, acted by `variant.act` on RLlib env runners (the `rollout_success` evaluation, once per goal),
   `eval/success_mean` over the goals, which is also the run's `score`;
 * the world-model probe: ridge regression from the frozen context tokens (mean-pooled) to the cube's
   position and the gripper's opening `data.chunk` steps ahead, fitted on train windows and scored as R²
@@ -154,14 +154,16 @@ def evaluate(variant, modules, cfg, entry, train_set, device) -> dict[str, float
 
 
 def goal_success(variant, modules, cfg) -> dict[str, float]:
-    """Success per evaluation goal and overall, each goal's episodes on RLlib env runners."""
+    """Success per evaluation goal and overall: the `rollout_success` evaluation run once per goal's env."""
     from envs.manipulation import make_goal_env
-    from orchestrator.rl.policy_module import env_recipe, rollout
+    from orchestrator.evaluate import registry as evaluations
+    from orchestrator.evaluate.base import EvalContext
 
+    rollout_success = evaluations.evaluation("rollout_success")
     out, successes = {}, []
     for task in range(1, NUM_TASKS + 1):
-        env = env_recipe(make_goal_env, {"env_name": str(cfg.data.env_name), "task_id": task}, cfg)
-        result = rollout(variant, modules, env, int(cfg.eval.episodes), int(cfg.eval.env_runners), int(cfg.seed))
+        env = {"maker": make_goal_env, "kwargs": {"env_name": str(cfg.data.env_name), "task_id": task}}
+        result = rollout_success.run(EvalContext(variant, modules, cfg, env=env))
         out[f"eval/task{task}/success"] = result["rollout/success"]
         out[f"eval/task{task}/success_se"] = result["rollout/success_se"]
         successes.append(result["rollout/success"])
