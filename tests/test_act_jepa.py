@@ -321,3 +321,14 @@ def test_an_interrupted_imitation_run_resumes_to_the_uninterrupted_result(ray_se
     assert resumed["step"] == 200 and resumed["resumed_from_step"] == cut_at  # continued, not started again
     for key in ("loss", "action_l1", "kl", "probe/future_state_r2"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), key
+
+
+def test_reference_lines_floor_and_ceiling(capsys):
+    """The results page's random-policy floor and oracle ceiling: random reaches no cube-single goal in
+    one episode each, the noise-free oracle reaches all five, and the command prints both lines."""
+    from envs.manipulation_baselines import main
+
+    main(["--episodes", "1"])
+    printed = capsys.readouterr().out
+    assert "random policy: mean 0.000  per goal [0.0, 0.0, 0.0, 0.0, 0.0]" in printed
+    assert "oracle, noise-free: mean 1.000  per goal [1.0, 1.0, 1.0, 1.0, 1.0]" in printed

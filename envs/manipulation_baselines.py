@@ -1,17 +1,18 @@
-"""The two reference lines of docs/results/act_jepa.md on an OGBench env's 5 evaluation goals:
-a uniformly random policy, and the oracle that made the demos (noise-free, and at the demos' noise).
-Episodes are seeded (`seed * 1000 + e`), goals included (envs.manipulation.seed_action_space).
+"""The reference lines of an imitation result on an OGBench env's 5 evaluation goals: a uniformly
+random policy (the floor) and the oracle that made the demos (noise-free, and at the demos' noise:
+the ceiling a policy imitating them can reach). Episodes are seeded (`seed * 1000 + e`), goals
+included (envs.manipulation.seed_action_space), so the lines are the same on every machine.
 
-    .venv/bin/python docs/results/act_jepa/baselines.py [episodes per goal, default 10] [env, default cube-single]
+    python -m envs.manipulation_baselines [--episodes 10] [--env cube-single|puzzle-3x3]
 """
 from __future__ import annotations
 
-import sys
+import argparse
 import warnings
 
 import numpy as np
 
-from envs.manipulation import DemoConfig, NUM_TASKS, collect, make_goal_env
+from envs.manipulation import NUM_TASKS, SUPPORTED, DemoConfig, collect, make_goal_env
 
 warnings.filterwarnings("ignore", message=".*precision lowered")
 
@@ -40,10 +41,17 @@ def oracle_success(episodes: int, noise: float, p_random: float, env_name: str =
     return [float(np.mean([e.success for e in eps if e.task_id == t])) for t in range(1, NUM_TASKS + 1)]
 
 
-if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    env = sys.argv[2] if len(sys.argv) > 2 else "cube-single"
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="random-policy and oracle success on the 5 evaluation goals")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per goal")
+    parser.add_argument("--env", default="cube-single", choices=SUPPORTED)
+    args = parser.parse_args(argv)
+    n, env = args.episodes, args.env
     for name, per_goal in (("random policy", random_success(n, env)),
                            ("oracle, noise-free", oracle_success(n, 0.0, 0.0, env)),
                            ("oracle, demo noise (0.1, p_random 0.05)", oracle_success(n, 0.1, 0.05, env))):
         print(f"{name}: mean {np.mean(per_goal):.3f}  per goal {[round(s, 2) for s in per_goal]}")
+
+
+if __name__ == "__main__":
+    main()
