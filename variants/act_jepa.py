@@ -37,10 +37,6 @@ class ACTJEPA(EMATarget, ACT):
     name = "act_jepa"
     Config = ACTJEPAConfig
 
-    def __init__(self, cfg, data_spec):
-        super().__init__(cfg, data_spec)
-        self.init_ema()
-
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
         super().validate_config(cfg, fail)

@@ -106,10 +106,6 @@ class ADLJEPA(EMATarget, Variant):
     Config = ADLJEPAConfig
     model_families = ("cnn",)  # a stride-1 `model=cnn` encoder: one embedding per BEV cell
 
-    def __init__(self, cfg, data_spec):
-        super().__init__(cfg, data_spec)
-        self.init_ema()
-
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
         v = cfg.variant

@@ -52,9 +52,13 @@ def check_ema_config(v, fail, paper_start: float | None = None) -> None:
 class EMATarget:
     """Mixin for a Variant (listed before `Variant`) whose modules hold `encoder` and `target_encoder`.
 
-    Call `init_ema()` in `__init__` and build the target with `make_target(encoder)`."""
+    Build the target with `make_target(encoder)`; the EMA's bookkeeping starts in `__init__`."""
 
     cfg: object
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.init_ema()
 
     def init_ema(self) -> None:
         self.ema_progress = (0, 1)  # (last step, total steps) after_step saw, for diagnostics

@@ -164,7 +164,6 @@ class IJEPA(EMATarget, Variant):
         self.grid = image_grid(cfg, data_spec)
         self.masker = ImageMultiBlockMasker(self.grid.shape[1:], int(v.num_targets), list(v.target_scale),
                                             list(v.target_aspect), list(v.context_scale), int(v.min_context))
-        self.init_ema()
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:

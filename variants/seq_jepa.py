@@ -130,10 +130,6 @@ class SeqJEPA(EMATarget, Variant):
     Config = SeqJEPAConfig
     model_families = ("cnn",)
 
-    def __init__(self, cfg, data_spec):
-        super().__init__(cfg, data_spec)
-        self.init_ema()
-
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
         v = cfg.variant

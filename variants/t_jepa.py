@@ -170,7 +170,6 @@ class TJEPA(EMATarget, Variant):
         self.columns = len(data_spec.categories) or data_spec.inputs[data_spec.input_key][0]
         self.categories = tuple(data_spec.categories) or (0,) * self.columns
         self.context, self.target = mask_sizes(self.columns, float(v.context_share), float(v.target_share), int(v.num_targets))
-        self.init_ema()
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:

@@ -133,7 +133,6 @@ class VJEPA(EMATarget, Variant):
         super().__init__(cfg, data_spec)
         self.grid = token_grid(cfg, data_spec)
         self.maskers = variant_maskers(cfg, self.grid)
-        self.init_ema()
 
     @classmethod
     def validate_config(cls, cfg, fail) -> None:
