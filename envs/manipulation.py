@@ -10,7 +10,10 @@ every press, so a stray press is repaired), with controllable action noise: a pe
 does, and a ``p_random`` chance of a uniform random action. An episode ends at the goal (success)
 or at ``max_steps`` (failure); ``success`` is recorded per episode, so a dataset mixes both.
 Episodes are made in tasks of ``EPISODES_PER_TASK`` through a caller's ``map_fn`` (the orchestrator's
-is Ray tasks with a progress bar), each from its own seed. State observations only (no pixels yet).
+is Ray tasks with a progress bar), each from its own seed. With ``pixels`` each step also keeps a 64×64
+render from OGBench's pixel camera (its visual datasets' look: purple gripper, see-through arm), made
+headless at ``render`` quality next to the state, which stays exactly what a state-only dataset holds
+(the env is OGBench's pixel env made to observe its state; frames are drawn by ``render()``).
 
 File layout (``demos.hdf5``, one per split, h5py):
 
@@ -18,16 +21,21 @@ File layout (``demos.hdf5``, one per split, h5py):
 * one group ``episode_<i:05d>`` per episode, with datasets ``observations`` float32 [T, D] (the
   state each action was taken in), ``actions`` float32 [T, 5], ``goal`` float32 [D] (the goal
   observation), ``object_state`` float32 [T, S] (the world-model probe's targets: cube xyz and
-  gripper opening on cube-single, S = 4; the 9 button states and gripper opening on puzzle-3x3, S = 10), ``final_observation`` float32 [D], and attrs ``task_id`` (1..5) and ``success``.
+  gripper opening on cube-single, S = 4; the 9 button states and gripper opening on puzzle-3x3, S = 10), ``final_observation`` float32 [D], and attrs ``task_id`` (1..5) and ``success``;
+  with ``pixels``, also ``images`` uint8 [T, 64, 64, 3] (the frame each action was taken in) and
+  ``goal_image`` uint8 [64, 64, 3] (the goal's frame).
 
 ``load_episodes`` reads these files and ACT/ALOHA-style ones (``episode_<i>.hdf5`` files with
 ``/action`` [T, A] and ``/observations/qpos`` [T, D]; ALOHA's scripted demos succeed, so
-``success`` is True unless the file says otherwise, and the goal is the last observation).
+``success`` is True unless the file says otherwise, and the goal is the last observation). Their frames,
+``/observations/images/<camera>`` uint8 [T, H, W, 3], fill ``images`` from the first camera by name (``top``
+in ACT's simulated tasks, ``cam_high`` on the real ALOHA), the last frame being ``goal_image``.
 ``make_goal_env`` is the evaluation env: OGBench's task env whose observation is the state, the
 goal and the step index (so a policy with temporal ensembling knows when an episode restarts).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -47,8 +55,12 @@ from envs.ogbench import (
     MARKOV_NOISE_SCALE,
     MIN_NORM,
     NUM_TASKS,
+    PIXELS_RENDERING,
+    RENDER_QUALITY,
     make_env,
+    pixel_kwargs,
     seed_action_space,
+    set_render_quality,
 )
 
 GENERATOR_VERSION = 2  # 2: goal observations seeded (OGBench's action-space draws at reset)
@@ -78,6 +90,8 @@ class DemoConfig:
     extra_noise: float = 1.0
     num_val: int = 10
     seed: int = 0
+    pixels: bool = False  # also store 64×64 frames of OGBench's pixel camera (images, goal_image); states as ever
+    render: str = "light"  # pixels only: envs.ogbench.RENDER_QUALITY ("light": ~3x faster on CPU, or "full")
 
     def __post_init__(self):
         if self.env_name not in SUPPORTED:
@@ -89,9 +103,16 @@ class DemoConfig:
                 raise DemoError(f"{key} is {getattr(self, key)}. Fix: use at least 1")
         if self.noise < 0 or self.extra_noise < 0 or not 0 <= self.p_random <= 1 or self.num_extra < 0:
             raise DemoError("noise, extra_noise and num_extra must be >= 0 and p_random in [0, 1]. Fix: correct them")
+        if self.render not in RENDER_QUALITY:
+            raise DemoError(f"render is {self.render!r}. Fix: use one of {list(RENDER_QUALITY)}")
 
     def fingerprint(self) -> str:
-        return config_fingerprint(self, GENERATOR_VERSION)
+        """`pixels=False` hashes as before the pixel keys existed, so state datasets already made stay valid."""
+        if self.pixels:
+            return config_fingerprint(self, GENERATOR_VERSION)
+        state_only = {k: v for k, v in asdict(self).items() if k not in ("pixels", "render")}
+        text = json.dumps({"generator_version": GENERATOR_VERSION, **state_only}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -107,6 +128,8 @@ class Episode:
     final_observation: np.ndarray | None = None
     labelled: bool = True  # False: extra data, never an action target
     meta: dict = field(default_factory=dict)
+    images: np.ndarray | None = None  # uint8 [T, H, W, 3]: the frame each action was taken in (pixel datasets)
+    goal_image: np.ndarray | None = None  # uint8 [H, W, 3]
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -208,8 +231,9 @@ DRIVERS = {"cube-single": CubeDriver, "puzzle-3x3": PuzzleDriver}
 
 
 def run_episode(env, task_id: int, noise: float, p_random: float, seed: np.random.SeedSequence,
-                env_name: str = "cube-single") -> Episode:
-    """Reset at evaluation task `task_id` and drive the env's oracle (`DRIVERS`) to its goal."""
+                env_name: str = "cube-single", pixels: bool = False) -> Episode:
+    """Reset at evaluation task `task_id` and drive the env's oracle (`DRIVERS`) to its goal; with `pixels`
+    (an env from `make_collection_env(..., pixels=True)`) also keep each step's frame and the goal's."""
     env_seed, global_seed, own_seed = seed.spawn(3)
     rng = np.random.default_rng(own_seed)
     level = rng.uniform(0.0, noise)
@@ -218,11 +242,14 @@ def run_episode(env, task_id: int, noise: float, p_random: float, seed: np.rando
     try:
         driver = DRIVERS[env_name](env)
         seed_action_space(env, int(env_seed.generate_state(1)[0]))
-        ob, info = env.reset(seed=int(env_seed.generate_state(1)[0]), options={"task_id": task_id})
-        goal = np.asarray(info["goal"], np.float32)
+        options = {"task_id": task_id, **({"render_goal": True} if pixels else {})}  # the goal's frame too
+        ob, info = env.reset(seed=int(env_seed.generate_state(1)[0]), options=options)
+        goal, goal_frame = np.asarray(info["goal"], np.float32), info.get("goal_rendered")
         driver.reset(ob, info)
-        obs, actions, states, success, done = [], [], [], False, False
+        obs, actions, states, frames, success, done = [], [], [], [], False, False
         while not done:
+            if pixels:
+                frames.append(env.unwrapped.render())
             if rng.random() < p_random:
                 action = rng.uniform(-1.0, 1.0, size=env.action_space.shape)
             else:
@@ -237,8 +264,44 @@ def run_episode(env, task_id: int, noise: float, p_random: float, seed: np.rando
             done = terminated or truncated
     finally:
         np.random.set_state(saved)
-    return Episode(np.asarray(obs, np.float32), np.asarray(actions, np.float32), goal, success, task_id,
-                   np.asarray(states, np.float32), np.asarray(ob, np.float32))
+    episode = Episode(np.asarray(obs, np.float32), np.asarray(actions, np.float32), goal, success, task_id,
+                      np.asarray(states, np.float32), np.asarray(ob, np.float32))
+    if pixels:
+        episode.images, episode.goal_image = np.asarray(frames, np.uint8), np.asarray(goal_frame, np.uint8)
+    return episode
+
+
+def _observe_states(env):
+    """OGBench's pixel env (its pixel camera and colours) observing its state instead of frames: the state
+    is OGBench's own `compute_observation`, so it equals a state env's bit for bit (physics ignores colours)."""
+    u = env.unwrapped
+
+    def state_observation():
+        kind, u._ob_type = u._ob_type, "states"
+        try:
+            return type(u).compute_observation(u)
+        finally:
+            u._ob_type = kind
+
+    u.compute_observation = state_observation
+    env.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, state_observation().shape, np.float32)
+    return env
+
+
+def make_collection_env(env_name: str, max_steps: int, pixels: bool = False, render: str = "light"):
+    """The env demos are collected in: OGBench's task env, observing states; with `pixels` it also renders
+    64×64 frames with OGBench's pixel camera at `render` quality."""
+    import warnings
+
+    if pixels:
+        from envs import require_rendering
+
+        require_rendering(PIXELS_RENDERING)
+    kwargs = {**pixel_kwargs(True), "disable_env_checker": True} if pixels else {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered", category=UserWarning)
+        env = make_env(f"{env_name}-play", max_episode_steps=max_steps, **kwargs)
+        return _observe_states(set_render_quality(env, render)) if pixels else env
 
 
 def _split_plan(cfg: DemoConfig, split: str) -> list[tuple[int, float, bool]]:
@@ -251,16 +314,12 @@ def _split_plan(cfg: DemoConfig, split: str) -> list[tuple[int, float, bool]]:
 
 def collect(cfg: DemoConfig, split: str, items: list[tuple[int, float, bool]]) -> list[Episode]:
     """The episodes `items` of a split (one task's share): each its own seed, so any split of work agrees."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*precision lowered", category=UserWarning)
-        env = make_env(f"{cfg.env_name}-play", max_episode_steps=cfg.max_steps)
+    env = make_collection_env(cfg.env_name, cfg.max_steps, cfg.pixels, cfg.render)
     try:
         out = []
         for index, noise, labelled in items:
             seed = np.random.SeedSequence(cfg.seed, spawn_key=(SPLITS.index(split), index))
-            episode = run_episode(env, index % NUM_TASKS + 1, noise, cfg.p_random, seed, cfg.env_name)
+            episode = run_episode(env, index % NUM_TASKS + 1, noise, cfg.p_random, seed, cfg.env_name, cfg.pixels)
             episode.labelled = labelled
             out.append(episode)
         return out
@@ -286,7 +345,7 @@ def write_episodes(path: Path, episodes: list[Episode], env_name: str, config: d
             f.attrs.update({"format": FORMAT, "env_name": env_name, "config": json.dumps(config)})
             for i, ep in enumerate(episodes):
                 g = f.create_group(f"episode_{i:05d}")
-                for key in ("observations", "actions", "goal", "object_state", "final_observation"):
+                for key in ("observations", "actions", "goal", "object_state", "final_observation", "images", "goal_image"):
                     if getattr(ep, key) is not None:
                         g.create_dataset(key, data=getattr(ep, key), compression="gzip")
                 g.attrs.update({"task_id": int(ep.task_id), "success": bool(ep.success), "labelled": bool(ep.labelled)})
@@ -306,6 +365,10 @@ def _write_dataset(cfg: DemoConfig, map_fn, directory: Path) -> None:
 
 def generate(cfg: DemoConfig, root: Path | None = None, map_fn=map) -> Path:
     """The dataset directory for `cfg` (`<split>/demos.hdf5`) unless cached; episodes made by `map_fn`."""
+    if cfg.pixels:  # here, in one line naming the fix, not later inside every Ray task
+        from envs import require_rendering
+
+        require_rendering(PIXELS_RENDERING)
     directory = dataset_dir("manipulation_demos", cfg.fingerprint(), root)
     ensure_dataset(directory, cfg.fingerprint(), partial(_write_dataset, cfg, map_fn))
     return directory
@@ -315,6 +378,31 @@ def _fail(path: Path, problem: str, fix: str):
     raise DemoError(f"{path}: {problem}. Fix: {fix}")
 
 
+def _frames(data, where: str, path: Path, length: int, fix: str) -> np.ndarray:
+    """`data` as frames uint8 [length, H, W, 3]; a DemoError naming `where` otherwise."""
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 3:
+        _fail(path, f"{where} is {data.dtype} {list(data.shape)}, not uint8 frames [T, H, W, 3]", fix)
+    if len(data) != length:
+        _fail(path, f"{where} has {len(data)} frames for {length} actions",
+              "store one frame per action (the frame it was taken in), or drop the frames")
+    return np.asarray(data)
+
+
+def _read_images(g, name: str, path: Path, length: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """An episode group's `images` and `goal_image` (both or neither), checked against its actions."""
+    if "images" not in g and "goal_image" not in g:
+        return None, None
+    fix = "regenerate it (`jepa data make manip_cube_single pixels=true`)"
+    if "images" not in g or "goal_image" not in g:
+        _fail(path, f"episode {name} has only one of images and goal_image", fix)
+    images = _frames(g["images"], f"episode {name} images", path, length, fix)
+    goal_image = np.asarray(g["goal_image"])
+    if goal_image.dtype != np.uint8 or goal_image.shape != images.shape[1:]:
+        _fail(path, f"episode {name} goal_image is {goal_image.dtype} {list(goal_image.shape)}, not uint8 "
+              f"{list(images.shape[1:])} like its images", fix)
+    return images, goal_image
+
+
 def _read_ours(f, path: Path) -> list[Episode]:
     episodes = []
     for name in sorted(k for k in f if k.startswith("episode_")):
@@ -322,15 +410,18 @@ def _read_ours(f, path: Path) -> list[Episode]:
         missing = [k for k in ("observations", "actions", "goal") if k not in g]
         if missing:
             _fail(path, f"episode {name} lacks {missing}", "regenerate it (`jepa data make manip_cube_single`)")
-        get = lambda key: np.asarray(g[key], np.float32) if key in g else None
-        episodes.append(Episode(get("observations"), get("actions"), get("goal"), bool(g.attrs.get("success", True)),
+        get = lambda key, g=g: np.asarray(g[key], np.float32) if key in g else None
+        actions = get("actions")
+        images, goal_image = _read_images(g, name, path, len(actions))
+        episodes.append(Episode(get("observations"), actions, get("goal"), bool(g.attrs.get("success", True)),
                                 int(g.attrs.get("task_id", 0)), get("object_state"), get("final_observation"),
-                                bool(g.attrs.get("labelled", True))))
+                                bool(g.attrs.get("labelled", True)), images=images, goal_image=goal_image))
     return episodes
 
 
 def _read_aloha(f, path: Path) -> Episode:
-    """One ACT/ALOHA episode: `/action` [T, A], `/observations/qpos` [T, D] (images are not read)."""
+    """One ACT/ALOHA episode: `/action` [T, A], `/observations/qpos` [T, D], and the frames of the first
+    camera by name in `/observations/images/<camera>` (uint8 [T, H, W, 3]) when it has any."""
     if "action" not in f or "observations" not in f or "qpos" not in f["observations"]:
         _fail(path, f"neither our demo layout (attr format={FORMAT!r}) nor an ACT/ALOHA episode "
               f"(/action and /observations/qpos); it has {sorted(f)}", "point data.path at demos.hdf5 files made here "
@@ -338,7 +429,18 @@ def _read_aloha(f, path: Path) -> Episode:
     obs, actions = np.asarray(f["observations/qpos"], np.float32), np.asarray(f["action"], np.float32)
     if len(obs) != len(actions) or len(obs) < 1:
         _fail(path, f"/observations/qpos has {len(obs)} rows, /action {len(actions)}", "write one action per observation")
-    return Episode(obs, actions, obs[-1].copy(), bool(f.attrs.get("success", True)), 0, None, obs[-1].copy())
+    episode = Episode(obs, actions, obs[-1].copy(), bool(f.attrs.get("success", True)), 0, None, obs[-1].copy())
+    found = f["observations"].get("images")
+    if found is not None and not hasattr(found, "keys"):
+        _fail(path, "/observations/images is a dataset, not a group of cameras",
+              "store frames as /observations/images/<camera> uint8 [T, H, W, 3]")
+    cameras = sorted(found) if found is not None else []
+    if cameras:
+        episode.images = _frames(f[f"observations/images/{cameras[0]}"], f"/observations/images/{cameras[0]}", path,
+                                 len(actions), "store raw uint8 frames [T, H, W, 3] (decode JPEG-compressed ALOHA "
+                                 "episodes, attr compress=True, first)")
+        episode.goal_image, episode.meta["camera"] = episode.images[-1].copy(), cameras[0]
+    return episode
 
 
 def read_file(path: Path) -> list[Episode]:
@@ -369,9 +471,11 @@ def load_episodes(path: str | Path) -> list[Episode]:
         episodes = read_file(path)
     if not episodes:
         _fail(path, "holds no episodes", "regenerate it")
-    dims = {(ep.observations.shape[1:], ep.actions.shape[1:]) for ep in episodes}
+    dims = {(ep.observations.shape[1:], ep.actions.shape[1:], None if ep.images is None else ep.images.shape[1:])
+            for ep in episodes}
     if len(dims) != 1:
-        _fail(path, f"episodes differ in observation/action shapes {sorted(dims)}", "keep one robot per dataset")
+        _fail(path, f"episodes differ in observation/action/frame shapes {sorted(dims, key=str)}",
+              "keep one robot (and one camera size, frames in all episodes or none) per dataset")
     return episodes
 
 
