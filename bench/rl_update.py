@@ -149,10 +149,24 @@ def stock_learner_class():
     return Stock
 
 
-def build_rllib(args, updates: int, learner_class=None):
+def stock_module_class():
+    """`ZeroShotRLModule` with RLlib's own `forward_train` (`self.train()` on every submodule before
+    every update), as it was before issue 23, for the before/after line."""
+    from ray.rllib.core.rl_module.torch import TorchRLModule
+
+    from orchestrator.rl.module import ZeroShotRLModule
+
+    class StockModule(ZeroShotRLModule):
+        forward_train = TorchRLModule.forward_train
+
+    return StockModule
+
+
+def build_rllib(args, updates: int, learner_class=None, module_class=None):
     """The TD-JEPA update inside RLlib: `Algorithm.train()` = `updates` learner updates fed by
     OfflineData's iterator, plus RLlib's per-iteration bookkeeping (the learner in this process)."""
     from orchestrator.config import compose_run
+    from orchestrator.rl import loop
     from orchestrator.rl.data import rl_spec
     from orchestrator.rl.loop import ZeroShotConfig, build_algorithm
 
@@ -160,18 +174,20 @@ def build_rllib(args, updates: int, learner_class=None):
                        f"train.batch_size={args.batch}", "budget.steps=1", "eval.tasks=[stand]",
                        f"storage={os.environ['JEPA_DATA']}/runs"])
     data = walker_like_data()
-    default = ZeroShotConfig.get_default_learner_class
+    default, default_module = ZeroShotConfig.get_default_learner_class, loop.ZeroShotRLModule
     if learner_class is not None:
         ZeroShotConfig.get_default_learner_class = lambda self: learner_class
+    if module_class is not None:
+        loop.ZeroShotRLModule = module_class
     try:
         return build_algorithm(cfg, data, rl_spec(data), updates)
     finally:
-        ZeroShotConfig.get_default_learner_class = default
+        ZeroShotConfig.get_default_learner_class, loop.ZeroShotRLModule = default, default_module
 
 
 def rllib_vs_bare(args, updates: int, rounds: int) -> dict[str, dict[str, float]]:
     """Seconds per update (wall and this process's CPU) of the bare eager loop, RLlib with the stock
-    learner step and RLlib with ours, interleaved round by round (each round: `updates` bare updates,
+    learner step and module `forward_train` (as before issue 23) and RLlib with ours, interleaved round by round (each round: `updates` bare updates,
     then one `train()` of each algorithm), so load that comes and goes hits all three alike."""
     import ray
 
@@ -181,7 +197,8 @@ def rllib_vs_bare(args, updates: int, rounds: int) -> dict[str, dict[str, float]
     try:
         with tempfile.TemporaryDirectory() as root:
             os.environ["JEPA_DATA"] = root
-            algos = {"rllib_stock": build_rllib(args, updates, stock_learner_class()), "rllib": build_rllib(args, updates)}
+            algos = {"rllib_stock": build_rllib(args, updates, stock_learner_class(), stock_module_class()),
+                     "rllib": build_rllib(args, updates)}
             update = tdjepa_update_fn(args.hidden, torch.device("cpu"), "eager")
             batch = tdjepa_batch(args.batch, torch.device("cpu"))
 

@@ -369,13 +369,51 @@ def collect_split(cfg: OGBenchDataConfig, split: str, env=None) -> dict[str, np.
     own_env = env is None
     env = _make_collection_env(cfg) if own_env else env
     try:
-        oracles = _make_oracles(env, cfg)
-        count = cfg.num_episodes if split == "train" else cfg.num_val_episodes
-        episodes = [_collect_episode(env, oracles, cfg, split, i) for i in range(count)]
+        return _collect_episodes(env, cfg, split, range(_split_size(cfg, split)))
     finally:
         if own_env:
             env.close()
-    return {key: np.concatenate([ep[key] for ep in episodes]) for key in episodes[0]}
+
+
+def _split_size(cfg: OGBenchDataConfig, split: str) -> int:
+    return cfg.num_episodes if split == "train" else cfg.num_val_episodes
+
+
+def _collect_episodes(env, cfg: OGBenchDataConfig, split: str, episodes: range) -> dict[str, np.ndarray]:
+    """``episodes`` of ``split`` in sequence, their rows concatenated."""
+    oracles = _make_oracles(env, cfg)
+    collected = [_collect_episode(env, oracles, cfg, split, i) for i in episodes]
+    return {key: np.concatenate([ep[key] for ep in collected]) for key in collected[0]}
+
+
+# Episodes per call of the parallel map. Each episode draws everything from its own seed and does not
+# depend on what the env simulated before (tests/test_ogbench.py), so the files do not depend on it.
+EPISODES_PER_TASK = 4
+_STATE_ENVS: dict[tuple[str, int], gymnasium.Env] = {}  # one collection env per process and kind, kept across shares
+
+
+def _task_shares(cfg: OGBenchDataConfig) -> list[tuple[str, range]]:
+    """(split, episode range) per call of the parallel map, in file order."""
+    return [(split, range(start, min(start + EPISODES_PER_TASK, _split_size(cfg, split))))
+            for split in SPLITS for start in range(0, _split_size(cfg, split), EPISODES_PER_TASK)]
+
+
+def collect_share(cfg: OGBenchDataConfig, share: tuple[str, range]) -> dict[str, np.ndarray]:
+    """One share's episodes, the rows of each concatenated: what each task of the parallel map runs.
+
+    State envs are built once per process (MuJoCo compiles the scene: ~2 s) and kept for later shares;
+    pixel envs hold a GL context and are closed after their share."""
+    split, episodes = share
+    if cfg.pixels:
+        env = _make_collection_env(cfg)
+        try:
+            return _collect_episodes(env, cfg, split, episodes)
+        finally:
+            env.close()
+    key = (cfg.env_name, cfg.episode_length)
+    if key not in _STATE_ENVS:
+        _STATE_ENVS[key] = _make_collection_env(cfg)
+    return _collect_episodes(_STATE_ENVS[key], cfg, split, episodes)
 
 
 def file_names(env_name: str) -> dict[str, str]:
@@ -384,19 +422,19 @@ def file_names(env_name: str) -> dict[str, str]:
     return {"train": f"{name}.npz", "val": f"{name}-val.npz"}
 
 
-def _write_ogbench(cfg: OGBenchDataConfig, directory: Path) -> None:
+def _write_ogbench(cfg: OGBenchDataConfig, map_fn, directory: Path) -> None:
     names = file_names(cfg.env_name)
-    env = _make_collection_env(cfg)
-    try:
-        shapes = {}
-        for split in SPLITS:
-            arrays = collect_split(cfg, split, env)
-            shapes[split] = {key: list(value.shape) for key, value in arrays.items()}
-            replace_atomically(
-                directory / names[split], partial(np.savez_compressed, **arrays)
-            )
-    finally:
-        env.close()
+    shares = _task_shares(cfg)
+    parts = {split: [] for split in SPLITS}
+    with _progress(sum(len(episodes) for _, episodes in shares) * cfg.episode_length, f"ogbench {cfg.env_name}") as bar:
+        for (split, episodes), arrays in zip(shares, map_fn(partial(collect_share, cfg), shares), strict=True):
+            parts[split].append(arrays)  # in order, as a lazy map (builtin `map`, the orchestrator's Ray map) yields them
+            bar.update(len(episodes) * cfg.episode_length)
+    shapes = {}
+    for split in SPLITS:
+        arrays = {key: np.concatenate([part[key] for part in parts[split]]) for key in parts[split][0]}
+        shapes[split] = {key: list(value.shape) for key, value in arrays.items()}
+        replace_atomically(directory / names[split], partial(np.savez_compressed, **arrays))
     meta = {
         "fingerprint": cfg.fingerprint(),
         "config": asdict(cfg),
@@ -411,21 +449,33 @@ def _write_ogbench(cfg: OGBenchDataConfig, directory: Path) -> None:
     write_json(directory / META_FILE, meta)
 
 
+def _progress(total: int, desc: str):
+    """A steps/s bar on stderr (shown on terminals only)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, file=sys.stderr, disable=None)
+
+
 def dataset_dir(cfg: OGBenchDataConfig, root: Path | None = None) -> Path:
     """Where the dataset for ``cfg`` lives (whether or not it has been generated)."""
     base = Path(root) if root is not None else data_root()
     return base / "ogbench" / cfg.env_name / cfg.fingerprint()
 
 
-def generate(cfg: OGBenchDataConfig, root: Path | None = None) -> Path:
+def generate(cfg: OGBenchDataConfig, root: Path | None = None, map_fn=map) -> Path:
     """Generate the dataset for ``cfg`` unless a complete copy exists; return the train file.
 
     The validation file (``num_val_episodes`` episodes from their own seeds) lies
     next to it with OGBench's ``-val`` suffix. meta.json is written last, under
-    a file lock, so concurrent callers generate once.
+    a file lock, so concurrent callers generate once. Episodes are collected in
+    shares of ``EPISODES_PER_TASK`` by ``map_fn(collect_share, shares)``: the
+    builtin ``map`` (the default) in this process, or the caller's parallel map
+    (Ray tasks, say; results in order); the files do not depend on which.
     """
     directory = dataset_dir(cfg, root)
-    ensure_dataset(directory, cfg.fingerprint(), partial(_write_ogbench, cfg))
+    ensure_dataset(directory, cfg.fingerprint(), partial(_write_ogbench, cfg, map_fn))
     return directory / file_names(cfg.env_name)["train"]
 
 

@@ -1,5 +1,6 @@
 """Speed paths (issue 23) give the results of the paths they replace: the learner's fused gradient check
-against RLlib's per-tensor checks, and the attentive probe's factored attention against torch's."""
+against RLlib's per-tensor checks, the module's `forward_train` modes against RLlib's, and the attentive
+probe's factored attention against torch's."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -12,8 +13,9 @@ from variants.nn.probes import AttentivePooler
 OBS, ACT = 24, 6
 
 
-def learner(tmp_path, stock: bool):
-    """A ZeroShotLearner (TD-JEPA, tiny) built in this process; `stock`: RLlib's own apply_gradients."""
+def learner(tmp_path, stock: bool, module_class=None):
+    """A ZeroShotLearner (TD-JEPA, tiny) built in this process; `stock`: RLlib's own apply_gradients;
+    `module_class`: a ZeroShotRLModule subclass (default: ZeroShotRLModule)."""
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
@@ -34,7 +36,7 @@ def learner(tmp_path, stock: bool):
               .environment(observation_space=gym.spaces.Box(-np.inf, np.inf, (OBS,), np.float32),
                            action_space=gym.spaces.Box(-1.0, 1.0, (ACT,), np.float32))
               .framework("torch")
-              .rl_module(rl_module_spec=RLModuleSpec(module_class=ZeroShotRLModule,
+              .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class or ZeroShotRLModule,
                                                      model_config={"run": to_plain(cfg), "inputs": inputs, "frames": None}))
               .learners(learner_class=Stock if stock else ZeroShotLearner,
                         learner_config_dict={"run": to_plain(cfg), "total_steps": 4, "start_step": 0}))
@@ -89,6 +91,59 @@ def test_a_non_finite_gradient_is_zeroed_as_rllib_does(tmp_path):
         results.append(weights(lrn))
         assert torch.isfinite(lrn._params[first]).all()
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def stock_module_class():
+    """ZeroShotRLModule with RLlib's own `forward_train` (`self.train()` before every update)."""
+    from ray.rllib.core.rl_module.torch import TorchRLModule
+
+    from orchestrator.rl.module import ZeroShotRLModule
+
+    class StockModule(ZeroShotRLModule):
+        forward_train = TorchRLModule.forward_train
+
+    return StockModule
+
+
+def modes_seen(lrn) -> list[tuple[str, tuple[bool, ...]]]:
+    """Run updates and action passes around mode changes; record, for each forward, every
+    submodule's `training` flag as its forward starts (what dropout or batch norm would read)."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.columns import Columns
+
+    module = lrn.module[DEFAULT_MODULE_ID].unwrapped()
+    submodules = [m for _, m in module.nets.named_modules()]
+    seen, phase = [], ["?"]
+    for sub in submodules:
+        sub.register_forward_pre_hook(lambda m, args: seen.append((phase[0], id(m), m.training)))
+    obs = {Columns.OBS: torch.randn(3, OBS)}
+    torch.manual_seed(1)
+    for step, batch in enumerate(batches(6)):
+        if step == 2:
+            module.eval()  # the whole module switched off between updates
+        if step == 3:
+            phase[0] = "inference"
+            module.forward_inference(obs)
+            phase[0] = "exploration"
+            module.forward_exploration(obs)
+        if step == 4:
+            next(iter(module.nets.children())).eval()  # one network left in eval mode by someone
+        phase[0] = f"update {step}"
+        lrn._update(batch)
+    order = {id(m): i for i, m in enumerate(submodules)}
+    return [(ph, order[mid], training) for ph, mid, training in seen]
+
+
+def test_forward_train_sets_the_same_modes_as_rllibs(tmp_path):
+    """Our `forward_train` (mode set only when a submodule is not already training) shows every
+    network the same `training` flags as RLlib's (`self.train()` every update): train mode in every
+    update, also after `eval()` or one network switched off, eval mode in inference/exploration."""
+    ours = modes_seen(learner(tmp_path, stock=False))
+    stock = modes_seen(learner(tmp_path, stock=False, module_class=stock_module_class()))
+    assert ours == stock
+    assert ours and all(training for phase, _, training in ours if phase.startswith("update"))
+    assert {phase for phase, _, _ in ours} >= {"inference", "exploration", *(f"update {i}" for i in range(6))}
+    assert not any(training for phase, _, training in ours if phase in ("inference", "exploration"))
 
 
 @pytest.mark.parametrize("heads", [1, 4])

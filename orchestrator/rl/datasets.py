@@ -272,7 +272,7 @@ def _ogbench(cfg) -> ogbench.OGBenchDataConfig:
 
 
 def prepare_ogbench(cfg) -> str:
-    return str(user_path(cfg) or ogbench.generate(_ogbench(cfg), root_path(cfg)))
+    return str(user_path(cfg) or ogbench.generate(_ogbench(cfg), root_path(cfg), map_fn=ray_task_map))
 
 
 def ogbench_spec(cfg) -> DataSpec:
