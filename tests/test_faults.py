@@ -74,7 +74,7 @@ KILL = textwrap.dedent(
     cluster.wait_for_nodes()
     sweep = load_sweep(path, overrides + [f"storage={storage}"])
     sweep.git_sha = "d1e2a3d4"  # as if the driver's checkout differed from what the nodes see
-    store, killed = ResultsStore(storage), {}
+    store, killed, misses = ResultsStore(storage), {}, []
 
     def kill_a_trial_mid_run():
         deadline = time.time() + 300
@@ -83,14 +83,16 @@ KILL = textwrap.dedent(
                 try_to_kill()
             except Exception as err:  # the state API times out on a loaded machine: look again
                 print("killer retries after", type(err).__name__, err, flush=True)
+                misses.append(f"{type(err).__name__}: {str(err)[:200]}")
             time.sleep(0.1)
 
     def try_to_kill():
         for run_id in store.runs(sweep.name).filter(status="running")["run_id"]:
             steps = store.metrics(sweep.name, run_id).filter(metric="loss")["step"]
-            if steps.len() and 8 <= steps.max() < 40:  # past a checkpoint, well before the end
-                actors = list_actors(filters=[("state", "=", "ALIVE"), ("class_name", "=", "ImplicitFunc")],
-                                     timeout=60)
+            if steps.len() and 8 <= steps.max() < 64:  # past a checkpoint, before the end (a loaded machine looks slowly)
+                # this cluster's address: without it the state API reads the machine's latest cluster, not this one
+                actors = list_actors(address=cluster.address, timeout=60,
+                                     filters=[("state", "=", "ALIVE"), ("class_name", "=", "ImplicitFunc")])
                 if actors:  # one trial at a time: this run's, and (reused trial processes) idle cached ones
                     for actor in actors:
                         os.kill(actor.pid, signal.SIGKILL)  # the simulated nodes are processes of this machine
@@ -102,7 +104,8 @@ KILL = textwrap.dedent(
 
     threading.Thread(target=kill_a_trial_mid_run, daemon=True).start()
     grid = run_sweep(sweep, storage)
-    print("RESULT", json.dumps({"killed": killed, "errors": [str(r.error)[-500:] for r in grid if r.error is not None]}))
+    print("RESULT", json.dumps({"killed": killed, "errors": [str(r.error)[-500:] for r in grid if r.error is not None],
+                                "killer_misses": misses[-3:]}))
     ray.shutdown()
     cluster.shutdown()
     """
