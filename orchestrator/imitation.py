@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Subset
 
 from orchestrator import registry
 from orchestrator.budget import plan_run, reuse_step_flops
@@ -46,6 +47,34 @@ def check_batch(dataset, cfg) -> None:
     if len(dataset) < int(cfg.train.batch_size):
         raise ValueError(f"data {cfg.data.name!r}: {len(dataset)} windows cannot fill one batch of "
                          f"{cfg.train.batch_size}. Fix: lower train.batch_size or raise data.num_demos")
+
+
+def window_roles(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the windows that teach actions and of those only the JEPA branch reads (`data.failed=jepa`)."""
+    roles = np.asarray(dataset.arrays["labelled"]) if hasattr(dataset, "arrays") else np.ones(len(dataset))
+    return np.flatnonzero(roles > 0), np.flatnonzero(roles == 0)
+
+
+def rows_per_step(dataset, cfg) -> int:
+    """`train.batch_size` demo windows, plus as many unlabelled ones when the data has them."""
+    return int(cfg.train.batch_size) * (2 if len(window_roles(dataset)[1]) else 1)
+
+
+def imitation_batches(dataset, cfg, session, device, skip: int = 0):
+    """Batches of demo windows; with unlabelled windows each batch also carries `train.batch_size` of them from
+    a stream of their own. Drawn uniformly instead, 300 failed episodes running to the step limit left 7 demo
+    windows in a batch of 64 (docs/results/act_jepa.md): the action loss must see as many demos with them as without."""
+    labelled, unlabelled = window_roles(dataset)
+    if not len(unlabelled):
+        return batches(dataset, cfg, session, device, skip=skip)
+    for name, rows in (("demo", labelled), ("unlabelled", unlabelled)):
+        if len(rows) < int(cfg.train.batch_size):
+            raise ValueError(f"data {cfg.data.name!r}: {len(rows)} {name} windows cannot fill one batch of "
+                             f"{cfg.train.batch_size}. Fix: lower train.batch_size, raise data.num_demos or "
+                             "data.num_extra, or use data.failed=drop|actions")
+    demos = batches(Subset(dataset, labelled.tolist()), cfg, session, device, skip=skip)
+    extras = batches(Subset(dataset, unlabelled.tolist()), cfg, session, device, skip=skip)
+    return ({key: torch.cat([a[key], b[key]]) for key in a} for a, b in zip(demos, extras, strict=True))
 
 
 def restored_state(session, own: Path | None) -> dict | None:
@@ -79,9 +108,10 @@ def train_imitation(payload: dict, variant: Variant | None = None) -> dict:
     spec = entry.spec(cfg.data)
     variant_cls = registry.variant(cfg.variant.name)
     variant = variant if variant is not None else variant_cls(cfg, spec)
-    (plan,) = plan_run(variant_cls, cfg, spec, variant)
     train_set = entry.load(cfg.data, "train")
     check_batch(train_set, cfg)
+    rows = rows_per_step(train_set, cfg)  # FLOPs are charged for every row a step reads
+    (plan,) = plan_run(variant_cls, OmegaConf.merge(cfg, {"train": {"batch_size": rows}}), spec, variant)
     modules = variant.build("main").to(device)
     optimizer = make_optimizer(variant, modules, "main", cfg)
     own = local_checkpoint_dir(cfg, run_id) if session.kind == "local" else None
@@ -91,7 +121,7 @@ def train_imitation(payload: dict, variant: Variant | None = None) -> dict:
         modules.load_state_dict(state["modules"])
         optimizer.load_state_dict(state["optimizer"])
     variant.reseed(mask_seed(cfg, 0, start_step))  # the CVAE's noise after a checkpoint depends on its step only
-    data = batches(train_set, cfg, session, device, skip=start_step)
+    data = imitation_batches(train_set, cfg, session, device, skip=start_step)
     params = [p for name in variant.trainable(modules, "main") for p in modules[name].parameters() if p.requires_grad]
     recorder = RunRecorder(cfg, run_id, session)
     started = time.perf_counter() - (0.0 if state is None else float(state["wall_s"]))
@@ -118,7 +148,7 @@ def train_imitation(payload: dict, variant: Variant | None = None) -> dict:
             timing["train_s"] += elapsed
             metrics = {"stage": "main", "step": step + 1, "flops_total": plan.flops_per_step * (step + 1), "lr": lr,
                        "wall_s": time.perf_counter() - started,
-                       "samples_per_s": window_steps * cfg.train.batch_size / max(elapsed, 1e-9),
+                       "samples_per_s": window_steps * rows / max(elapsed, 1e-9),
                        **{k: float(v.detach()) for k, v in out.items()}}
             check_finite(metrics["loss"], cfg, "main", step + 1)
             metrics.update(variant.diagnostics(modules, "main"))

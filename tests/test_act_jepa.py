@@ -163,6 +163,31 @@ def test_failed_episodes_reach_only_the_jepa_branch_when_configured():
         torch.set_grad_enabled(True)
 
 
+def test_unlabelled_windows_ride_beside_a_full_batch_of_demos_and_resume_in_step():
+    """With data.failed=jepa each step reads `train.batch_size` demo windows plus as many unlabelled ones
+    (drawn uniformly, 40 failed windows would crowd out 6 demo windows); a resumed stream continues both."""
+    from orchestrator.imitation import imitation_batches, rows_per_step
+    from orchestrator.session import make_session
+
+    good, bad = known_episode(T=6, success=True), known_episode(T=40, success=False)
+    windows = DemoWindows([good, bad], 3, "jepa")
+    cfg = OmegaConf.create({"seed": 0, "data": {"name": "manip_cube_single"},
+                            "train": {"batch_size": 4, "loader_workers": 0}})
+    assert rows_per_step(windows, cfg) == 8 and rows_per_step(DemoWindows([good, bad], 3, "drop"), cfg) == 4
+    stream = imitation_batches(windows, cfg, make_session("local"), torch.device("cpu"))
+    drawn = [next(stream) for _ in range(5)]
+    for batch in drawn:
+        assert batch["labelled"].tolist() == [1.0] * 4 + [0.0] * 4
+        assert batch["observation"][:4, 0].max() < 6  # demo rows come from the 6-step success
+    resumed = imitation_batches(windows, cfg, make_session("local"), torch.device("cpu"), skip=3)
+    for expected in drawn[3:]:
+        got = next(resumed)
+        assert all(torch.equal(got[key], expected[key]) for key in expected)
+    with pytest.raises(ValueError, match="demo windows cannot fill one batch of 8"):
+        next(imitation_batches(windows, OmegaConf.merge(cfg, {"train": {"batch_size": 8}}), make_session("local"),
+                               torch.device("cpu")))
+
+
 def check_branches(variant, modules, batch):
     base = variant.step(modules, batch, "main")
     moved_actions = {**batch, "actions": batch["actions"].clone()}
