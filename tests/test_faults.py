@@ -64,7 +64,6 @@ KILL = textwrap.dedent(
     import json, os, signal, sys, threading, time
     import ray
     from ray.cluster_utils import Cluster
-    from ray.util.state import list_actors
     from orchestrator.results import ResultsStore
     from orchestrator.sweep import load_sweep, run_sweep
     path, storage, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -90,12 +89,13 @@ KILL = textwrap.dedent(
         for run_id in store.runs(sweep.name).filter(status="running")["run_id"]:
             steps = store.metrics(sweep.name, run_id).filter(metric="loss")["step"]
             if steps.len() and 8 <= steps.max() < 64:  # past a checkpoint, before the end (a loaded machine looks slowly)
-                # this cluster's address: without it the state API reads the machine's latest cluster, not this one
-                actors = list_actors(address=cluster.address, timeout=60,
-                                     filters=[("state", "=", "ALIVE"), ("class_name", "=", "ImplicitFunc")])
-                if actors:  # one trial at a time: this run's, and (reused trial processes) idle cached ones
-                    for actor in actors:
-                        os.kill(actor.pid, signal.SIGKILL)  # the simulated nodes are processes of this machine
+                # the actor table from this driver's own GCS: the state API goes through a dashboard, and with
+                # another Ray cluster on the machine it answered for that one (every trial survived)
+                pids = [a["Pid"] for a in ray._private.state.actors().values()
+                        if a["State"] == "ALIVE" and a["ActorClassName"] == "ImplicitFunc"]
+                if pids:  # one trial at a time: this run's, and (reused trial processes) idle cached ones
+                    for pid in pids:
+                        os.kill(pid, signal.SIGKILL)  # the simulated nodes are processes of this machine
                     at = time.time()
                     time.sleep(1.0)  # the trial ran on while we looked its actor up: read where it died
                     steps = store.metrics(sweep.name, run_id).filter(metric="loss")["step"]
