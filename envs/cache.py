@@ -40,9 +40,12 @@ def data_root() -> Path:
     return Path(platformdirs.user_cache_dir("jepa-orchestrator"))
 
 
-def config_fingerprint(cfg, generator_version: int) -> str:
-    """Short hash of a dataset config (a dataclass) together with the version of the code making it."""
+def config_fingerprint(cfg, generator_version: int, omit: tuple[str, ...] = ()) -> str:
+    """Short hash of a dataset config (a dataclass) together with the version of the code making it.
+    `omit` leaves keys out, so a key added later hashes old configs as before when at its default."""
     payload = {"generator_version": generator_version, **asdict(cfg)}
+    for key in omit:
+        del payload[key]
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -185,3 +188,12 @@ def load_npz_split(path: Path, split: str, kind: str, hint: str, count_key: str)
         raise ValueError(f"{path}: split {split!r} has {len(arrays[count_key])} {kind} samples, meta.json says {count}; "
                          f"delete the directory and rerun `{hint}`.")
     return arrays
+
+
+def steps_progress(total: int, desc: str):
+    """A steps/s bar on stderr (shown on terminals only) for the simulators' generators."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, file=sys.stderr, disable=None)

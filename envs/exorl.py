@@ -45,6 +45,7 @@ from envs.cache import (
     ensure_dataset,
     is_complete,
     replace_atomically,
+    steps_progress,
     write_json,
 )
 from envs.dmc_tasks import (
@@ -284,19 +285,11 @@ def _write_exorl(cfg: ExplorationConfig, map_fn: MapFn, directory: Path) -> None
     # Shares left complete by an interrupted run are kept: each is deterministic on its own.
     shares = [share for share in _task_shares(cfg) if not _share_done(cfg, buffer, share)]
     done = map_fn(partial(collect_episodes, cfg, buffer=str(buffer)), shares)
-    with _progress(sum(len(share) for share in shares) * cfg.episode_length, f"exorl {cfg.domain} {cfg.policy}") as bar:
+    with steps_progress(sum(len(share) for share in shares) * cfg.episode_length, f"exorl {cfg.domain} {cfg.policy}") as bar:
         for names in done:  # in order, as a lazy map (builtin `map`, the orchestrator's Ray map) yields them
             bar.update(len(names) * cfg.episode_length)
     _write_meta(cfg, directory)
 
-
-def _progress(total: int, desc: str):
-    """A steps/s bar on stderr (shown on terminals only)."""
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, file=sys.stderr, disable=None)
 
 
 def exorl_dir(cfg: ExplorationConfig, root: Path | None = None) -> Path:

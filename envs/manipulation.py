@@ -35,7 +35,6 @@ goal and the step index (so a policy with temporal ensembling knows when an epis
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -108,11 +107,7 @@ class DemoConfig:
 
     def fingerprint(self) -> str:
         """`pixels=False` hashes as before the pixel keys existed, so state datasets already made stay valid."""
-        if self.pixels:
-            return config_fingerprint(self, GENERATOR_VERSION)
-        state_only = {k: v for k, v in asdict(self).items() if k not in ("pixels", "render")}
-        text = json.dumps({"generator_version": GENERATOR_VERSION, **state_only}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return config_fingerprint(self, GENERATOR_VERSION, omit=() if self.pixels else ("pixels", "render"))
 
 
 @dataclass

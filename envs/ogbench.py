@@ -24,7 +24,6 @@ global generator, seeded per episode and restored after. Same config, same array
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -44,6 +43,7 @@ from envs.cache import (
     data_root,
     ensure_dataset,
     replace_atomically,
+    steps_progress,
     write_json,
 )
 
@@ -174,11 +174,7 @@ class OGBenchDataConfig:
     def fingerprint(self) -> str:
         """Short hash of the config; a new value means the dataset must be generated again.
         `pixels=False` hashes as before the pixel keys existed, so state datasets already made stay valid."""
-        if self.pixels:
-            return config_fingerprint(self, GENERATOR_VERSION)
-        payload = {"generator_version": GENERATOR_VERSION, **asdict(self)}
-        del payload["pixels"], payload["render"]
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+        return config_fingerprint(self, GENERATOR_VERSION, omit=() if self.pixels else ("pixels", "render"))
 
 
 def _require(condition: bool, message: str) -> None:
@@ -426,7 +422,7 @@ def _write_ogbench(cfg: OGBenchDataConfig, map_fn, directory: Path) -> None:
     names = file_names(cfg.env_name)
     shares = _task_shares(cfg)
     parts = {split: [] for split in SPLITS}
-    with _progress(sum(len(episodes) for _, episodes in shares) * cfg.episode_length, f"ogbench {cfg.env_name}") as bar:
+    with steps_progress(sum(len(episodes) for _, episodes in shares) * cfg.episode_length, f"ogbench {cfg.env_name}") as bar:
         for (split, episodes), arrays in zip(shares, map_fn(partial(collect_share, cfg), shares), strict=True):
             parts[split].append(arrays)  # in order, as a lazy map (builtin `map`, the orchestrator's Ray map) yields them
             bar.update(len(episodes) * cfg.episode_length)
@@ -448,14 +444,6 @@ def _write_ogbench(cfg: OGBenchDataConfig, map_fn, directory: Path) -> None:
     }
     write_json(directory / META_FILE, meta)
 
-
-def _progress(total: int, desc: str):
-    """A steps/s bar on stderr (shown on terminals only)."""
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, file=sys.stderr, disable=None)
 
 
 def dataset_dir(cfg: OGBenchDataConfig, root: Path | None = None) -> Path:
