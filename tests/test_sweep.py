@@ -180,6 +180,8 @@ def test_shipped_sweep_files_validate(path, tmp_path):
         return
     sweep = load_sweep(path, [f"storage={tmp_path}"])
     assert sweep.grid_size >= 2 and sweep.report  # a sweep, not a single run
+    if "\nsmoke:" in Path(path).read_text():  # its `--smoke` miniature budgets every trial too
+        assert load_sweep(path, [f"storage={tmp_path}"], smoke=True).grid_size >= 1
 
 
 def test_relative_file_keys_are_the_drivers_paths_in_every_trial(tmp_path, monkeypatch):
