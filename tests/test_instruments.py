@@ -14,7 +14,7 @@ from variants.base import DataSpec
 from variants.nn.ema import ema_start_for_half_life, initial_weight_share, momentum_at
 from variants.nn.masks import LONG_RANGE, SHORT_RANGE, MultiBlockMasker
 from variants.nn.vit import TokenGrid, VideoViT
-from variants.vjepa import VJEPA
+from variants.vjepa import VJEPA, centre_per_position, variance_shares
 
 SPEC = DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4})
 
@@ -137,7 +137,7 @@ def test_tiny_vjepa_run_logs_the_instruments(tmp_path, data_root, capsys):
     metrics = train_loop({"config": to_plain(cfg), "run_id": "inst", "session": "local"})
     rows = ResultsStore(tmp_path).metrics("instruments", "inst")
     names = set(rows["metric"].to_list())
-    assert {"ema_momentum", "ema_init_share", "ema_drift", "tokens_context", "tokens_target",
+    assert {"ema_momentum", "ema_init_share", "ema_drift", "tokens_context", "tokens_target", "target_position_share", "target_clip_share",
             "feature_rank", "feature_var", "feature_collapsed", "feature_rank/random_init"} <= names
     assert rows.filter(metric="ema_init_share")["step"].to_list() == [2, 4]  # every log step
     assert 0.0 < metrics["ema_drift"] and 0.0 <= metrics["ema_init_share"] < 1.0
@@ -208,3 +208,47 @@ def test_mask_blocks_span_the_configured_share_of_time(tmp_path):
 def test_mask_temporal_scale_out_of_range_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="variant.mask_temporal_scale"):
         cfg_for(tmp_path, "variant.mask_temporal_scale=0")
+
+
+# --- the positional shortcut ------------------------------------------------------------------
+def position_share(tokens):
+    return float(variance_shares(tokens)["target_position_share"])
+
+
+def test_variance_shares_tell_where_and_which_clip_from_what():
+    """Targets that are their position embedding score ~1 on position; a per-clip constant ~1 on clip;
+    content independent of both ~1/B and ~1/N."""
+    gen = torch.Generator().manual_seed(0)
+    where = torch.randn(1, 64, 32, generator=gen).expand(16, -1, -1)
+    which = torch.randn(16, 1, 32, generator=gen).expand(-1, 64, -1)
+    what = torch.randn(16, 64, 32, generator=gen)
+    assert position_share(where + 0.01 * what) > 0.99
+    assert position_share(what) < 2 / 16 and float(variance_shares(what)["target_clip_share"]) < 2 / 64
+    assert 0.4 < position_share(where + what) < 0.6
+    assert float(variance_shares(which + 0.01 * what)["target_clip_share"]) > 0.99
+
+
+def test_centring_removes_each_positions_batch_mean():
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.randn(1, 64, 32, generator=gen) * 5 + torch.randn(16, 64, 32, generator=gen)
+    centred = centre_per_position(targets)
+    assert position_share(centred) < 2 / 16 and position_share(targets) > 0.9
+    assert torch.allclose(centred.mean(-1), torch.zeros(16, 64), atol=1e-5)  # still layer-normed
+    assert torch.allclose(centred.std(-1, correction=0), torch.ones(16, 64), atol=1e-3)
+
+
+def test_centred_targets_reach_the_loss(tmp_path):
+    """`variant.target_centring=true` changes what the predictor regresses, not the shapes."""
+    cfg_plain, cfg_centred = cfg_for(tmp_path), cfg_for(tmp_path, "variant.target_centring=true")
+    spec = DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4})
+    losses = []
+    for cfg in (cfg_plain, cfg_centred):
+        torch.manual_seed(0)
+        variant = VJEPA(cfg, spec)
+        modules = variant.build("main")
+        video = torch.rand(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+        variant.generator.manual_seed(0)
+        out = variant.step(modules, {spec.input_key: video}, "main")
+        losses.append(out["loss"].item())
+        assert 0.0 <= float(out["target_position_share"]) <= 1.0 and 0.0 <= float(out["target_clip_share"]) <= 1.0
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)

@@ -105,16 +105,15 @@ class UIJEPA(VJEPA):
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         """V-JEPA's loss over every configured family, each family's loss logged as `loss_<family>`."""
         video = self.check_clip(batch[self.data_spec.input_key])
-        with torch.no_grad():
-            target = modules["target_encoder"](video)
-            target = F.layer_norm(target, target.shape[-1:])
+        target, shares = self.targets(modules, video)
         pairs = draw_masks(self.maskers, video, self.generator)
         losses = {}
         for name, (ctx, tgt) in zip(self.families, pairs):
             pred = modules["predictor"](modules["encoder"](video, keep=ctx), ctx, tgt)
             losses[name] = latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp))
         loss = torch.stack(list(losses.values())).mean()
-        return {"loss": loss, **{f"loss_{k}": v.detach() for k, v in losses.items()}, **token_counts(pairs, video.device)}
+        return {"loss": loss, **{f"loss_{k}": v.detach() for k, v in losses.items()}, **shares,
+                **token_counts(pairs, video.device)}
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         return self.probed_encoder(modules)(self.check_clip(batch[self.data_spec.input_key]))

@@ -50,6 +50,10 @@ class VJEPAConfig:
     # (docs/results/learning_signal.md), and 0.5 kept it.
     mask_temporal_scale: float = 0.5
     probe_encoder: str = "target"  # which encoder the probes read: the EMA "target" (the paper's), the "online" one, or "both" (online/<metric>)
+    # Subtract each token position's mean over the batch from the layer-normed targets, then layer-norm
+    # again (DINO's centring, per position): the predictor knows where its targets are, so a target that
+    # drifts towards its position embedding is a shortcut; `target_position_share` logs how far it drifted.
+    target_centring: bool = False
 
 
 
@@ -63,6 +67,22 @@ def make_encoder(cfg_model, grid: TokenGrid, channels: int) -> VideoViT:
 
 def latent_regression_loss(pred: Tensor, target: Tensor, exponent: float) -> Tensor:
     return (pred - target).abs().pow(exponent).mean() / exponent
+
+
+def centre_per_position(targets: Tensor) -> Tensor:
+    """Layer-normed targets [B, N, D] less each position's batch mean, layer-normed again."""
+    targets = targets - targets.mean(dim=0, keepdim=True)
+    return F.layer_norm(targets, targets.shape[-1:])
+
+
+def variance_shares(tokens: Tensor) -> dict[str, Tensor]:
+    """Shares of the tokens' variance [B, N, D] that position alone (variance of the per-position batch
+    means) and the clip alone (variance of the per-clip token means) explain, over the total. Near 1: the
+    targets say where, or which clip, not what is where. B clips (N tokens) leave ~1/B (~1/N) by chance."""
+    tokens = tokens.detach().float()
+    total = tokens.var(dim=(0, 1), correction=0).sum().clamp_min(1e-12)
+    return {"target_position_share": tokens.mean(dim=0).var(dim=0, correction=0).sum() / total,
+            "target_clip_share": tokens.mean(dim=1).var(dim=0, correction=0).sum() / total}
 
 
 def video_maskers(grid: TokenGrid, min_context: int = 1, temporal_scale: float = 1.0) -> list[MultiBlockMasker]:
@@ -149,9 +169,7 @@ class VJEPA(EMATarget, Variant):
 
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         video = batch[self.data_spec.input_key]
-        with torch.no_grad():
-            target = modules["target_encoder"](video)
-            target = F.layer_norm(target, target.shape[-1:])
+        target, shares = self.targets(modules, video)
         losses = []
         pairs = draw_masks(self.maskers, video, self.generator)
         for ctx, tgt in pairs:
@@ -159,7 +177,16 @@ class VJEPA(EMATarget, Variant):
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp)))
         loss = torch.stack(losses).mean()
         return {"loss": loss, "loss_short": losses[0].detach(), "loss_long": losses[1].detach(),
-                **token_counts(pairs, video.device)}
+                **shares, **token_counts(pairs, video.device)}
+
+    @torch.no_grad()
+    def targets(self, modules: nn.ModuleDict, video: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The EMA target's layer-normed tokens (centred per position with `variant.target_centring`), and
+        their `variance_shares` before centring: whether the target drifts towards position or the clip."""
+        target = modules["target_encoder"](video)
+        target = F.layer_norm(target, target.shape[-1:])
+        shares = variance_shares(target)
+        return (centre_per_position(target) if self.cfg.variant.target_centring else target), shares
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         return self.probed_encoder(modules)(batch[self.data_spec.input_key])
