@@ -137,7 +137,7 @@ def test_tiny_vjepa_run_logs_the_instruments(tmp_path, data_root, capsys):
     metrics = train_loop({"config": to_plain(cfg), "run_id": "inst", "session": "local"})
     rows = ResultsStore(tmp_path).metrics("instruments", "inst")
     names = set(rows["metric"].to_list())
-    assert {"ema_momentum", "ema_init_share", "ema_drift", "tokens_context", "tokens_target", "target_position_share", "target_clip_share",
+    assert {"ema_momentum", "ema_init_share", "ema_drift", "tokens_context", "tokens_target", "target_position_share", "target_clip_share", "target_static_share",
             "feature_rank", "feature_var", "feature_collapsed", "feature_rank/random_init"} <= names
     assert rows.filter(metric="ema_init_share")["step"].to_list() == [2, 4]  # every log step
     assert 0.0 < metrics["ema_drift"] and 0.0 <= metrics["ema_init_share"] < 1.0
@@ -226,6 +226,9 @@ def test_variance_shares_tell_where_and_which_clip_from_what():
     assert position_share(what) < 2 / 16 and float(variance_shares(what)["target_clip_share"]) < 2 / 64
     assert 0.4 < position_share(where + what) < 0.6
     assert float(variance_shares(which + 0.01 * what)["target_clip_share"]) > 0.99
+    still = torch.randn(16, 1, 16, 32, generator=gen).expand(-1, 4, -1, -1).flatten(1, 2)  # 4 time tokens x 16 places
+    assert float(variance_shares(still + 0.01 * what, time_tokens=4)["target_static_share"]) > 0.99
+    assert float(variance_shares(what, time_tokens=4)["target_static_share"]) == pytest.approx(0.25, abs=0.05)
 
 
 def test_centring_removes_each_positions_batch_mean():

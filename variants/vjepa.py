@@ -75,14 +75,20 @@ def centre_per_position(targets: Tensor) -> Tensor:
     return F.layer_norm(targets, targets.shape[-1:])
 
 
-def variance_shares(tokens: Tensor) -> dict[str, Tensor]:
+def variance_shares(tokens: Tensor, time_tokens: int = 1) -> dict[str, Tensor]:
     """Shares of the tokens' variance [B, N, D] that position alone (variance of the per-position batch
-    means) and the clip alone (variance of the per-clip token means) explain, over the total. Near 1: the
-    targets say where, or which clip, not what is where. B clips (N tokens) leave ~1/B (~1/N) by chance."""
+    means), the clip alone (variance of the per-clip token means) and, for N = time_tokens × places in
+    time-major order, the place alone (variance of each clip's place means over time) explain, over the
+    total. Near 1: the targets say where, which clip, or what never moves, not what happens. By chance
+    B clips, N tokens and T time tokens leave about 1/B, 1/N and 1/T."""
     tokens = tokens.detach().float()
     total = tokens.var(dim=(0, 1), correction=0).sum().clamp_min(1e-12)
-    return {"target_position_share": tokens.mean(dim=0).var(dim=0, correction=0).sum() / total,
-            "target_clip_share": tokens.mean(dim=1).var(dim=0, correction=0).sum() / total}
+    shares = {"target_position_share": tokens.mean(dim=0).var(dim=0, correction=0).sum() / total,
+              "target_clip_share": tokens.mean(dim=1).var(dim=0, correction=0).sum() / total}
+    if time_tokens > 1:
+        places = tokens.unflatten(1, (time_tokens, -1)).mean(dim=1)  # [B, places, D]
+        shares["target_static_share"] = places.var(dim=(0, 1), correction=0).sum() / total
+    return shares
 
 
 def video_maskers(grid: TokenGrid, min_context: int = 1, temporal_scale: float = 1.0) -> list[MultiBlockMasker]:
@@ -182,10 +188,10 @@ class VJEPA(EMATarget, Variant):
     @torch.no_grad()
     def targets(self, modules: nn.ModuleDict, video: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The EMA target's layer-normed tokens (centred per position with `variant.target_centring`), and
-        their `variance_shares` before centring: whether the target drifts towards position or the clip."""
+        their `variance_shares` before centring: whether the target drifts towards position, the clip, or what is static."""
         target = modules["target_encoder"](video)
         target = F.layer_norm(target, target.shape[-1:])
-        shares = variance_shares(target)
+        shares = variance_shares(target, self.grid.shape[0])
         return (centre_per_position(target) if self.cfg.variant.target_centring else target), shares
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
