@@ -169,6 +169,21 @@ def test_task_inferred_from_pixel_features_changes_with_the_reward(cls):
     assert float(z_bright.norm()) == pytest.approx(variant.task_dim ** 0.5, rel=1e-4)
 
 
+@pytest.mark.parametrize("obs", ["pixels", "state"])
+def test_fb_b_norm_puts_every_state_on_the_sphere(obs):
+    """`variant.b_norm`: B(s), its EMA target's and the features the probes read all have norm sqrt(z_dim)."""
+    observations = frames(6) if obs == "pixels" else torch.randn(6, 24)
+    norms = {}
+    for b_norm in (False, True):
+        variant, _ = make(FB, obs=obs, b_norm=b_norm)
+        modules = variant.build("main")
+        b = variant.features(modules, {"observation": observations})[:, 0]
+        norms[b_norm] = b.norm(dim=-1)
+        assert sum(p.numel() for p in modules["B"].parameters()) == sum(p.numel() for p in modules["target_B"].parameters())
+    assert torch.allclose(norms[True], torch.full((6,), 8 ** 0.5), rtol=1e-4)
+    assert not torch.allclose(norms[False], torch.full((6,), 8 ** 0.5), rtol=1e-2)
+
+
 def test_pixel_config_must_agree_with_the_data():
     from orchestrator.config import ConfigError, compose_run
 

@@ -34,6 +34,7 @@ from variants.nn.pixel_encoder import (
 )
 from variants.nn.rl import (
     ConcatMLP,
+    OnSphere,
     TanhActor,
     ZeroShotAgent,
     act_with_noise,
@@ -64,9 +65,17 @@ class FBConfig:
     bc_weight: float = 0.0
     actor_weight: float = 1.0
     obs: str = "state"  # or "pixels" (with data.pixels=true): the conv encoder in front of F, B and the actor
+    # Put every B(s) on the sphere of radius sqrt(z_dim), as FB's reference code does. Off by default (every
+    # number on the results pages was measured without it); from pixels B collapsed to rank 1 without it,
+    # and this lifted the collapse in a 500-update test (docs/results/td_jepa.md).
+    b_norm: bool = False
 
 
 ONLINE = ("F", "B")  # each has a "target_" EMA copy
+
+
+def backward_map(net: nn.Module, on_sphere: bool) -> nn.Module:
+    return OnSphere(net) if on_sphere else net
 
 
 def measure_td_loss(m: Tensor, target_m: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,7 +98,7 @@ class FB(PixelObservations, ZeroShotAgent):
         online = {
             **encoders,
             "F": ConcatMLP((obs_dim, action_dim, z_dim), hidden, z_dim, layers),
-            "B": ConcatMLP((obs_dim,), hidden, z_dim, layers),
+            "B": backward_map(ConcatMLP((obs_dim,), hidden, z_dim, layers), bool(v.b_norm)),
         }
         actor = TanhActor((obs_dim, z_dim), hidden, action_dim, layers)
         return with_targets(online, actor)

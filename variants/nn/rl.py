@@ -74,6 +74,17 @@ def project_to_sphere(z: Tensor) -> Tensor:
     return z * (z.shape[-1] ** 0.5) / z.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
+class OnSphere(nn.Module):
+    """A network whose every output row is put on the sphere of radius sqrt(d) (`project_to_sphere`)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return project_to_sphere(self.net(*inputs))
+
+
 def sample_tasks(goal_z: Tensor, goal_mix: float, generator: torch.Generator) -> Tensor:
     """Training z's: uniform on the sphere, and with probability goal_mix an encoded goal instead.
 
