@@ -14,7 +14,7 @@ from variants.base import DataSpec
 from variants.nn.ema import ema_start_for_half_life, initial_weight_share, momentum_at
 from variants.nn.masks import LONG_RANGE, SHORT_RANGE, MultiBlockMasker
 from variants.nn.vit import TokenGrid, VideoViT
-from variants.vjepa import VJEPA, centre_per_position, variance_shares
+from variants.vjepa import VJEPA, centre_targets, variance_shares
 
 SPEC = DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4})
 
@@ -205,6 +205,11 @@ def test_mask_blocks_span_the_configured_share_of_time(tmp_path):
             assert not counts & {1, 2} if scale == 1.0 else 2 in counts, (scale, counts)
 
 
+def test_unknown_target_centring_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"variant.target_centring.*none, position, clip"):
+        cfg_for(tmp_path, "variant.target_centring=batch")
+
+
 def test_mask_temporal_scale_out_of_range_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="variant.mask_temporal_scale"):
         cfg_for(tmp_path, "variant.mask_temporal_scale=0")
@@ -231,18 +236,23 @@ def test_variance_shares_tell_where_and_which_clip_from_what():
     assert float(variance_shares(what, time_tokens=4)["target_static_share"]) == pytest.approx(0.25, abs=0.05)
 
 
-def test_centring_removes_each_positions_batch_mean():
+def test_centring_removes_the_chosen_shortcut():
     gen = torch.Generator().manual_seed(0)
-    targets = torch.randn(1, 64, 32, generator=gen) * 5 + torch.randn(16, 64, 32, generator=gen)
-    centred = centre_per_position(targets)
-    assert position_share(centred) < 2 / 16 and position_share(targets) > 0.9
-    assert torch.allclose(centred.mean(-1), torch.zeros(16, 64), atol=1e-5)  # still layer-normed
-    assert torch.allclose(centred.std(-1, correction=0), torch.ones(16, 64), atol=1e-3)
+    where = torch.randn(1, 64, 32, generator=gen) * 5
+    which = torch.randn(16, 1, 32, generator=gen) * 5
+    targets = where + which + torch.randn(16, 64, 32, generator=gen)
+    by_position, by_clip = centre_targets(targets, "position"), centre_targets(targets, "clip")
+    assert position_share(by_position) < 2 / 16 and float(variance_shares(by_position)["target_clip_share"]) > 0.5
+    assert float(variance_shares(by_clip)["target_clip_share"]) < 1e-3 and position_share(by_clip) > 0.5
+    for centred in (by_position, by_clip):  # still layer-normed
+        assert torch.allclose(centred.mean(-1), torch.zeros(16, 64), atol=1e-5)
+        assert torch.allclose(centred.std(-1, correction=0), torch.ones(16, 64), atol=1e-3)
+    assert centre_targets(targets, "none") is targets
 
 
 def test_centred_targets_reach_the_loss(tmp_path):
-    """`variant.target_centring=true` changes what the predictor regresses, not the shapes."""
-    cfg_plain, cfg_centred = cfg_for(tmp_path), cfg_for(tmp_path, "variant.target_centring=true")
+    """`variant.target_centring` changes what the predictor regresses, not the shapes."""
+    cfg_plain, cfg_centred = cfg_for(tmp_path), cfg_for(tmp_path, "variant.target_centring=clip")
     spec = DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4})
     losses = []
     for cfg in (cfg_plain, cfg_centred):

@@ -50,10 +50,10 @@ class VJEPAConfig:
     # (docs/results/learning_signal.md), and 0.5 kept it.
     mask_temporal_scale: float = 0.5
     probe_encoder: str = "target"  # which encoder the probes read: the EMA "target" (the paper's), the "online" one, or "both" (online/<metric>)
-    # Subtract each token position's mean over the batch from the layer-normed targets, then layer-norm
-    # again (DINO's centring, per position): the predictor knows where its targets are, so a target that
-    # drifts towards its position embedding is a shortcut; `target_position_share` logs how far it drifted.
-    target_centring: bool = False
+    # Remove a shortcut component from the layer-normed targets, then layer-norm again: "position" takes
+    # each token position's batch mean out (DINO's centring, per position), "clip" each clip's mean token
+    # (what every token of the clip shares). The `target_*_share` metrics log how much of each is there.
+    target_centring: str = "none"  # none | position | clip
 
 
 
@@ -69,9 +69,15 @@ def latent_regression_loss(pred: Tensor, target: Tensor, exponent: float) -> Ten
     return (pred - target).abs().pow(exponent).mean() / exponent
 
 
-def centre_per_position(targets: Tensor) -> Tensor:
-    """Layer-normed targets [B, N, D] less each position's batch mean, layer-normed again."""
-    targets = targets - targets.mean(dim=0, keepdim=True)
+CENTRINGS = ("none", "position", "clip")
+
+
+def centre_targets(targets: Tensor, centring: str) -> Tensor:
+    """Layer-normed targets [B, N, D] less each position's batch mean ("position") or each clip's mean
+    token ("clip"), layer-normed again; unchanged for "none"."""
+    if centring == "none":
+        return targets
+    targets = targets - targets.mean(dim=0 if centring == "position" else 1, keepdim=True)
     return F.layer_norm(targets, targets.shape[-1:])
 
 
@@ -101,6 +107,11 @@ def video_maskers(grid: TokenGrid, min_context: int = 1, temporal_scale: float =
 def variant_maskers(cfg, grid: TokenGrid) -> list[MultiBlockMasker]:
     """The maskers a V-JEPA-style variant's `variant.min_context` and `variant.mask_temporal_scale` ask for."""
     return video_maskers(grid, int(cfg.variant.min_context), float(cfg.variant.mask_temporal_scale))
+
+
+def check_target_centring(v, fail) -> None:
+    if v.target_centring not in CENTRINGS:
+        fail("variant.target_centring", f"is {v.target_centring!r}", f"use one of {', '.join(CENTRINGS)}")
 
 
 def check_masks(cfg, fail) -> None:
@@ -165,6 +176,7 @@ class VJEPA(EMATarget, Variant):
         v = cfg.variant
         check_heads_divide(v, ("pred",), fail)
         check_ema_config(v, fail, paper_start=0.998)
+        check_target_centring(v, fail)
         check_masks(cfg, fail)
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
@@ -187,12 +199,12 @@ class VJEPA(EMATarget, Variant):
 
     @torch.no_grad()
     def targets(self, modules: nn.ModuleDict, video: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The EMA target's layer-normed tokens (centred per position with `variant.target_centring`), and
+        """The EMA target's layer-normed tokens (centred as `variant.target_centring` asks), and
         their `variance_shares` before centring: whether the target drifts towards position, the clip, or what is static."""
         target = modules["target_encoder"](video)
         target = F.layer_norm(target, target.shape[-1:])
         shares = variance_shares(target, self.grid.shape[0])
-        return (centre_per_position(target) if self.cfg.variant.target_centring else target), shares
+        return centre_targets(target, str(self.cfg.variant.target_centring)), shares
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:
         return self.probed_encoder(modules)(batch[self.data_spec.input_key])
