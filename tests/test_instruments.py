@@ -14,7 +14,7 @@ from variants.base import DataSpec
 from variants.nn.ema import ema_start_for_half_life, initial_weight_share, momentum_at
 from variants.nn.masks import LONG_RANGE, SHORT_RANGE, MultiBlockMasker
 from variants.nn.vit import TokenGrid, VideoViT
-from variants.vjepa import VJEPA, centre_targets, variance_shares
+from variants.vjepa import VJEPA, centre_targets, clip_variance_penalty, variance_shares
 
 SPEC = DataSpec(kind="video", frames=8, size=32, num_classes={"shape": 4})
 
@@ -109,6 +109,7 @@ def test_paper_ema_start_is_one_override_away(tmp_path):
                                            ("variant.ema_start=1.2", "variant.ema_start"),
                                            ("variant.min_context=0", "variant.min_context"),
                                            ("variant.min_context=64", "variant.min_context"),
+                                           ("variant.clip_variance_weight=-1", "variant.clip_variance_weight"),
                                            ("eval.collapse_rank_frac=1.5", "eval.collapse_rank_frac")])
 def test_instrument_settings_out_of_range_are_config_errors(tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -265,3 +266,33 @@ def test_centred_targets_reach_the_loss(tmp_path):
         losses.append(out["loss"].item())
         assert 0.0 <= float(out["target_position_share"]) <= 1.0 and 0.0 <= float(out["target_clip_share"]) <= 1.0
     assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+
+
+def test_clip_variance_penalty_fires_on_one_vector_per_clip_only():
+    """High when every token of a clip is the same vector (the per-clip collapse), low when tokens differ,
+    and blind to how far apart the clips are."""
+    gen = torch.Generator().manual_seed(0)
+    which = torch.randn(16, 1, 32, generator=gen).expand(-1, 64, -1)
+    what = torch.randn(16, 64, 32, generator=gen)
+    assert float(clip_variance_penalty(which + 0.01 * what)) > 0.9
+    assert float(clip_variance_penalty(what)) < 0.1
+    assert float(clip_variance_penalty(which * 0.2 + what)) < 0.1
+
+
+@pytest.mark.parametrize("variant_name", ["vjepa", "ui_jepa"])
+def test_clip_variance_weight_adds_the_penalty_to_the_loss(tmp_path, variant_name):
+    """Off by default (logged, not optimised); with a weight the loss is the prediction loss plus weight x penalty."""
+    from orchestrator import registry as variants
+
+    video = torch.rand(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for weight in (0.0, 2.0):
+        cfg = cfg_for(tmp_path, f"variant={variant_name}", f"variant.clip_variance_weight={weight}")
+        torch.manual_seed(0)
+        variant = variants.variant(variant_name)(cfg, SPEC)
+        modules = variant.build("main")
+        variant.generator.manual_seed(0)
+        outs.append(variant.step(modules, {SPEC.input_key: video}, "main"))
+    off, on = outs
+    assert 0.0 < float(off["loss_clip_variance"]) < 1.0
+    assert on["loss"].item() == pytest.approx(off["loss"].item() + 2.0 * float(off["loss_clip_variance"]), rel=1e-5)

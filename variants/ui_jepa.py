@@ -107,12 +107,9 @@ class UIJEPA(VJEPA):
         video = self.check_clip(batch[self.data_spec.input_key])
         target, shares = self.targets(modules, video)
         pairs = draw_masks(self.maskers, video, self.generator)
-        losses = {}
-        for name, (ctx, tgt) in zip(self.families, pairs):
-            pred = modules["predictor"](modules["encoder"](video, keep=ctx), ctx, tgt)
-            losses[name] = latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp))
-        loss = torch.stack(list(losses.values())).mean()
-        return {"loss": loss, **{f"loss_{k}": v.detach() for k, v in losses.items()}, **shares,
+        losses, penalty = self.masked_losses(modules, video, target, pairs)
+        return {**self.total_loss(torch.stack(losses).mean(), penalty),
+                **{f"loss_{name}": loss.detach() for name, loss in zip(self.families, losses)}, **shares,
                 **token_counts(pairs, video.device)}
 
     def features(self, modules: nn.ModuleDict, batch: dict[str, Tensor]) -> Tensor:

@@ -54,6 +54,10 @@ class VJEPAConfig:
     # each token position's batch mean out (DINO's centring, per position), "clip" each clip's mean token
     # (what every token of the clip shares). The `target_*_share` metrics log how much of each is there.
     target_centring: str = "none"  # none | position | clip
+    # Weight of VICReg's variance hinge taken across the tokens of each clip, on the online encoder's
+    # layer-normed context tokens (`clip_variance_penalty`): it acts on the encoder against the per-clip
+    # collapse that centring the targets could not stop. 0 = off (the paper's).
+    clip_variance_weight: float = 0.0
 
 
 
@@ -79,6 +83,15 @@ def centre_targets(targets: Tensor, centring: str) -> Tensor:
         return targets
     targets = targets - targets.mean(dim=0 if centring == "position" else 1, keepdim=True)
     return F.layer_norm(targets, targets.shape[-1:])
+
+
+def clip_variance_penalty(tokens: Tensor, floor: float = 1.0) -> Tensor:
+    """VICReg's variance hinge across each clip's tokens: the mean over clips and channels of
+    relu(floor - std over the clip's tokens) of the layer-normed tokens [B, N, D]. It grows as an encoder
+    maps every token of a clip to one vector, and is blind to how clips differ from each other."""
+    tokens = F.layer_norm(tokens, tokens.shape[-1:])
+    std = (tokens.var(dim=1, correction=0) + 1e-4).sqrt()
+    return F.relu(floor - std).mean()
 
 
 def variance_shares(tokens: Tensor, time_tokens: int = 1) -> dict[str, Tensor]:
@@ -177,6 +190,8 @@ class VJEPA(EMATarget, Variant):
         check_heads_divide(v, ("pred",), fail)
         check_ema_config(v, fail, paper_start=0.998)
         check_target_centring(v, fail)
+        if v.clip_variance_weight < 0:
+            fail("variant.clip_variance_weight", f"is {v.clip_variance_weight}", "use 0 (off) or a positive weight, e.g. 1.0")
         check_masks(cfg, fail)
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
@@ -188,14 +203,27 @@ class VJEPA(EMATarget, Variant):
     def step(self, modules: nn.ModuleDict, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         video = batch[self.data_spec.input_key]
         target, shares = self.targets(modules, video)
-        losses = []
         pairs = draw_masks(self.maskers, video, self.generator)
+        losses, penalty = self.masked_losses(modules, video, target, pairs)
+        return {**self.total_loss(torch.stack(losses).mean(), penalty), "loss_short": losses[0].detach(),
+                "loss_long": losses[1].detach(), **shares, **token_counts(pairs, video.device)}
+
+    def masked_losses(self, modules: nn.ModuleDict, video: Tensor, target: Tensor,
+                      pairs: list[tuple[Tensor, Tensor]]) -> tuple[list[Tensor], Tensor]:
+        """The latent regression loss of each (context, target) mask pair, and the context tokens'
+        `clip_variance_penalty`, mean over the pairs."""
+        losses, spread = [], []
         for ctx, tgt in pairs:
-            pred = modules["predictor"](modules["encoder"](video, keep=ctx), ctx, tgt)
+            context = modules["encoder"](video, keep=ctx)
+            pred = modules["predictor"](context, ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp)))
-        loss = torch.stack(losses).mean()
-        return {"loss": loss, "loss_short": losses[0].detach(), "loss_long": losses[1].detach(),
-                **shares, **token_counts(pairs, video.device)}
+            spread.append(clip_variance_penalty(context))
+        return losses, torch.stack(spread).mean()
+
+    def total_loss(self, prediction: Tensor, penalty: Tensor) -> dict[str, Tensor]:
+        """The loss optimised (prediction + `variant.clip_variance_weight` × penalty) and the penalty, logged either way."""
+        weight = float(self.cfg.variant.clip_variance_weight)
+        return {"loss": prediction + weight * penalty if weight else prediction, "loss_clip_variance": penalty.detach()}
 
     @torch.no_grad()
     def targets(self, modules: nn.ModuleDict, video: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
