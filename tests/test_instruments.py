@@ -268,15 +268,22 @@ def test_centred_targets_reach_the_loss(tmp_path):
     assert losses[0] != pytest.approx(losses[1], rel=1e-3)
 
 
-def test_clip_variance_penalty_fires_on_one_vector_per_clip_only():
-    """High when every token of a clip is the same vector (the per-clip collapse), low when tokens differ,
-    and blind to how far apart the clips are."""
+def test_clip_variance_penalty_fires_on_one_vector_per_clip_or_its_positions_only():
+    """High when every token of a clip is the same vector (the per-clip collapse) or its position's
+    embedding, low when tokens differ in content, and blind to how far apart the clips are."""
     gen = torch.Generator().manual_seed(0)
     which = torch.randn(16, 1, 32, generator=gen).expand(-1, 64, -1)
+    where = torch.randn(1, 64, 32, generator=gen).expand(16, -1, -1)
     what = torch.randn(16, 64, 32, generator=gen)
-    assert float(clip_variance_penalty(which + 0.01 * what)) > 0.9
-    assert float(clip_variance_penalty(what)) < 0.1
-    assert float(clip_variance_penalty(which * 0.2 + what)) < 0.1
+    positions = torch.stack([torch.randperm(64, generator=gen)[:24] for _ in range(16)])  # each clip's visible tokens
+
+    def penalty(tokens):
+        return float(clip_variance_penalty(torch.gather(tokens, 1, positions.unsqueeze(-1).expand(-1, -1, 32)), positions))
+
+    assert penalty(which + 0.01 * what) > 0.9
+    assert penalty(where + 0.01 * what) > 0.8 and penalty(where + which + 0.01 * what) > 0.8
+    assert penalty(what) < 0.2 and penalty(which * 0.2 + what) < 0.2
+    assert 0.2 < penalty(where + what) < 0.5
 
 
 @pytest.mark.parametrize("variant_name", ["vjepa", "ui_jepa"])
