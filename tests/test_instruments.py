@@ -278,7 +278,7 @@ def test_clip_variance_penalty_fires_on_one_vector_per_clip_or_its_positions_onl
     positions = torch.stack([torch.randperm(64, generator=gen)[:24] for _ in range(16)])  # each clip's visible tokens
 
     def penalty(tokens):
-        return float(clip_variance_penalty(torch.gather(tokens, 1, positions.unsqueeze(-1).expand(-1, -1, 32)), positions))
+        return float(clip_variance_penalty(torch.gather(tokens, 1, positions.unsqueeze(-1).expand(-1, -1, 32)), positions, 64))
 
     assert penalty(which + 0.01 * what) > 0.9
     assert penalty(where + 0.01 * what) > 0.8 and penalty(where + which + 0.01 * what) > 0.8

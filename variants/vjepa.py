@@ -85,10 +85,10 @@ def centre_targets(targets: Tensor, centring: str) -> Tensor:
     return F.layer_norm(targets, targets.shape[-1:])
 
 
-def clip_variance_penalty(tokens: Tensor, positions: Tensor, floor: float = 1.0) -> Tensor:
+def clip_variance_penalty(tokens: Tensor, positions: Tensor, num_positions: int, floor: float = 1.0) -> Tensor:
     """VICReg's variance hinge on what differs between a clip's tokens beyond where they are.
 
-    The layer-normed tokens [B, K, D] at `positions` [B, K] lose each clip's mean token, then each
+    The layer-normed tokens [B, K, D] at `positions` [B, K] (of `num_positions`) lose each clip's mean token, then each
     position's batch mean (else position embeddings alone would satisfy the hinge: with them left in,
     the encoder's position share rose to 0.87 by step 100); the mean over clips and channels of
     relu(floor - std over the clip's tokens) of what is left grows as an encoder maps every token of a
@@ -96,8 +96,8 @@ def clip_variance_penalty(tokens: Tensor, positions: Tensor, floor: float = 1.0)
     tokens = F.layer_norm(tokens, tokens.shape[-1:])
     tokens = tokens - tokens.mean(dim=1, keepdim=True)
     flat = positions.reshape(-1)
-    sums = tokens.new_zeros(int(flat.max()) + 1, tokens.size(-1)).index_add(0, flat, tokens.reshape(-1, tokens.size(-1)))
-    counts = torch.bincount(flat, minlength=sums.size(0)).clamp_min(1).unsqueeze(-1)
+    sums = tokens.new_zeros(num_positions, tokens.size(-1)).index_add(0, flat, tokens.reshape(-1, tokens.size(-1)))
+    counts = tokens.new_zeros(num_positions).index_add(0, flat, tokens.new_ones(flat.shape)).clamp_min(1).unsqueeze(-1)
     content = tokens - (sums / counts)[positions]
     std = (content.pow(2).mean(dim=1) + 1e-4).sqrt()
     return F.relu(floor - std).mean()
@@ -226,7 +226,7 @@ class VJEPA(EMATarget, Variant):
             context = modules["encoder"](video, keep=ctx)
             pred = modules["predictor"](context, ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp)))
-            spread.append(clip_variance_penalty(context, ctx))
+            spread.append(clip_variance_penalty(context, ctx, self.grid.num_tokens))
         return losses, torch.stack(spread).mean()
 
     def total_loss(self, prediction: Tensor, penalty: Tensor) -> dict[str, Tensor]:
