@@ -83,6 +83,21 @@ def test_student_targets_come_from_the_teacher(tmp_path):
     assert not torch.allclose(loss_with_masks(variant, modules, video, "student"), loss)
 
 
+def test_student_clip_variance_weight_adds_its_penalty(tmp_path):
+    """The student's within-clip variance hinge is logged with weight 0 and added to the loss with a weight."""
+    outs = []
+    for weight in (0.0, 3.0):
+        torch.manual_seed(0)
+        variant = SALT(salt_cfg(tmp_path, f"variant.clip_variance_weight={weight}"), SPEC)
+        modules = student_modules(variant)
+        variant.reseed(123)
+        with torch.no_grad():
+            outs.append(variant.step(modules, {"video": clips()}, "student"))
+    off, on = outs
+    assert 0.0 < float(off["loss_clip_variance"]) < 1.0
+    assert float(on["loss"]) == pytest.approx(float(off["loss"]) + 3.0 * float(off["loss_clip_variance"]), rel=1e-5)
+
+
 def test_student_stage_without_a_teacher_fails_clearly(tmp_path):
     variant = SALT(salt_cfg(tmp_path), SPEC)
     with pytest.raises(ValueError, match="teacher_fraction") as err:

@@ -23,8 +23,10 @@ from variants.base import Variant
 from variants.nn.ema import frozen_copy
 from variants.nn.vit import VIT_SIZES, Predictor, gather_tokens
 from variants.vjepa import (
+    check_clip_variance_weight,
     check_heads_divide,
     check_masks,
+    clip_variance_penalty,
     draw_masks,
     latent_regression_loss,
     make_encoder,
@@ -59,6 +61,7 @@ class SALTConfig:
     teacher_checkpoint: str = ""
     min_context: int = 8  # fewest visible tokens a mask leaves, in both stages (as V-JEPA's)
     mask_temporal_scale: float = 0.5  # share of the time tokens a mask block spans, in both stages (as V-JEPA's)
+    clip_variance_weight: float = 0.0  # the student stage's within-clip variance hinge (as V-JEPA's; 0 = off, the paper's)
 
 
 class ViTSize(NamedTuple):
@@ -145,6 +148,7 @@ class SALT(Variant):
         if v.teacher_model not in VIT_SIZES:
             fail("variant.teacher_model", f"is {v.teacher_model!r}", f"use one of {', '.join(VIT_SIZES)}")
         check_heads_divide(v, ("decoder", "pred"), fail)
+        check_clip_variance_weight(v, fail)
         check_masks(cfg, fail)
         if v.teacher_checkpoint:
             check_teacher_checkpoint(cfg, fail)
@@ -215,11 +219,14 @@ class SALT(Variant):
         video = batch[self.data_spec.input_key]
         if stage == "teacher":
             losses, counts = self.pixel_losses(modules, video)
+            loss = torch.stack(losses).mean()
         elif stage == "student":
             losses, counts = self.latent_losses(modules, video)
+            loss = torch.stack(losses).mean() + float(self.cfg.variant.clip_variance_weight) * counts["loss_clip_variance"]
         else:
             raise ValueError(f"SALT has stages {self.stages}, not {stage!r}")
-        return {"loss": torch.stack(losses).mean(), "loss_short": losses[0].detach(), "loss_long": losses[1].detach(), **counts}
+        return {"loss": loss, "loss_short": losses[0].detach(), "loss_long": losses[1].detach(),
+                **{k: v.detach() for k, v in counts.items()}}
 
     def pixel_losses(self, modules: nn.ModuleDict, video: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
         """Teacher stage: reconstruct the normalised pixels of masked tubelets from visible ones.
@@ -236,14 +243,17 @@ class SALT(Variant):
     def latent_losses(self, modules: nn.ModuleDict, video: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
         """Student stage: predict the frozen teacher's layer-normed latents of masked tubelets.
 
-        Returns the loss per mask family and the token counts the masks left (`token_counts`)."""
+        Returns the loss per mask family, and the token counts the masks left (`token_counts`) with the
+        student's context `clip_variance_penalty` (`loss_clip_variance`, mean over families, with its graph)."""
         target = self.teacher_targets(modules["teacher"], video)
-        losses = []
+        losses, spread = [], []
         pairs = draw_masks(self.maskers, video, self.generator)
         for ctx, tgt in pairs:
-            pred = modules["predictor"](modules["student"](video, keep=ctx), ctx, tgt)
+            context = modules["student"](video, keep=ctx)
+            pred = modules["predictor"](context, ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), L1))
-        return losses, token_counts(pairs, video.device)
+            spread.append(clip_variance_penalty(context, ctx, self.grid.num_tokens))
+        return losses, {**token_counts(pairs, video.device), "loss_clip_variance": torch.stack(spread).mean()}
 
     @staticmethod
     def teacher_targets(teacher: nn.Module, video: Tensor) -> Tensor:

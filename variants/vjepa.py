@@ -144,6 +144,11 @@ def check_masks(cfg, fail) -> None:
     check_min_context(cfg, fail)
 
 
+def check_clip_variance_weight(v, fail) -> None:
+    if v.clip_variance_weight < 0:
+        fail("variant.clip_variance_weight", f"is {v.clip_variance_weight}", "use 0 (off) or a positive weight, e.g. 1.0")
+
+
 def token_counts(pairs: list[tuple[Tensor, Tensor]], device: torch.device) -> dict[str, Tensor]:
     """Context and target tokens per clip, mean over the mask families; from shapes only (traced on meta too)."""
     def mean_width(column: int) -> Tensor:
@@ -199,8 +204,7 @@ class VJEPA(EMATarget, Variant):
         check_heads_divide(v, ("pred",), fail)
         check_ema_config(v, fail, paper_start=0.998)
         check_target_centring(v, fail)
-        if v.clip_variance_weight < 0:
-            fail("variant.clip_variance_weight", f"is {v.clip_variance_weight}", "use 0 (off) or a positive weight, e.g. 1.0")
+        check_clip_variance_weight(v, fail)
         check_masks(cfg, fail)
 
     def build(self, stage: str, previous: nn.ModuleDict | None = None) -> nn.ModuleDict:
