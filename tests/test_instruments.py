@@ -110,6 +110,7 @@ def test_paper_ema_start_is_one_override_away(tmp_path):
                                            ("variant.min_context=0", "variant.min_context"),
                                            ("variant.min_context=64", "variant.min_context"),
                                            ("variant.clip_variance_weight=-1", "variant.clip_variance_weight"),
+                                           ("variant.clip_variance_floor=0", "variant.clip_variance_floor"),
                                            ("eval.collapse_rank_frac=1.5", "eval.collapse_rank_frac")])
 def test_instrument_settings_out_of_range_are_config_errors(tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -278,7 +279,7 @@ def test_clip_variance_penalty_fires_on_one_vector_per_clip_or_its_positions_onl
     positions = torch.stack([torch.randperm(64, generator=gen)[:24] for _ in range(16)])  # each clip's visible tokens
 
     def penalty(tokens):
-        return float(clip_variance_penalty(torch.gather(tokens, 1, positions.unsqueeze(-1).expand(-1, -1, 32)), positions, 64))
+        return float(clip_variance_penalty(torch.gather(tokens, 1, positions.unsqueeze(-1).expand(-1, -1, 32)), positions, 64, floor=1.0))
 
     assert penalty(which + 0.01 * what) > 0.9
     assert penalty(where + 0.01 * what) > 0.8 and penalty(where + which + 0.01 * what) > 0.8
@@ -294,7 +295,7 @@ def test_clip_variance_weight_adds_the_penalty_to_the_loss(tmp_path, variant_nam
     video = torch.rand(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
     outs = []
     for weight in (0.0, 2.0):
-        cfg = cfg_for(tmp_path, f"variant={variant_name}", f"variant.clip_variance_weight={weight}")
+        cfg = cfg_for(tmp_path, f"variant={variant_name}", f"variant.clip_variance_weight={weight}", "variant.clip_variance_floor=1.0")
         torch.manual_seed(0)
         variant = variants.variant(variant_name)(cfg, SPEC)
         modules = variant.build("main")

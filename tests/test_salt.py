@@ -88,7 +88,7 @@ def test_student_clip_variance_weight_adds_its_penalty(tmp_path):
     outs = []
     for weight in (0.0, 3.0):
         torch.manual_seed(0)
-        variant = SALT(salt_cfg(tmp_path, f"variant.clip_variance_weight={weight}"), SPEC)
+        variant = SALT(salt_cfg(tmp_path, f"variant.clip_variance_weight={weight}", "variant.clip_variance_floor=1.0"), SPEC)
         modules = student_modules(variant)
         variant.reseed(123)
         with torch.no_grad():

@@ -62,6 +62,7 @@ class SALTConfig:
     min_context: int = 8  # fewest visible tokens a mask leaves, in both stages (as V-JEPA's)
     mask_temporal_scale: float = 0.5  # share of the time tokens a mask block spans, in both stages (as V-JEPA's)
     clip_variance_weight: float = 0.0  # the student stage's within-clip variance hinge (as V-JEPA's; 0 = off, the paper's)
+    clip_variance_floor: float = 0.5
 
 
 class ViTSize(NamedTuple):
@@ -252,7 +253,7 @@ class SALT(Variant):
             context = modules["student"](video, keep=ctx)
             pred = modules["predictor"](context, ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), L1))
-            spread.append(clip_variance_penalty(context, ctx, self.grid.num_tokens))
+            spread.append(clip_variance_penalty(context, ctx, self.grid.num_tokens, float(self.cfg.variant.clip_variance_floor)))
         return losses, {**token_counts(pairs, video.device), "loss_clip_variance": torch.stack(spread).mean()}
 
     @staticmethod

@@ -58,6 +58,7 @@ class VJEPAConfig:
     # layer-normed context tokens (`clip_variance_penalty`): it acts on the encoder against the per-clip
     # collapse that centring the targets could not stop. 0 = off (the paper's).
     clip_variance_weight: float = 0.0
+    clip_variance_floor: float = 0.5  # the hinge's std floor per channel (layer-normed tokens have std 1 in all)
 
 
 
@@ -85,7 +86,7 @@ def centre_targets(targets: Tensor, centring: str) -> Tensor:
     return F.layer_norm(targets, targets.shape[-1:])
 
 
-def clip_variance_penalty(tokens: Tensor, positions: Tensor, num_positions: int, floor: float = 1.0) -> Tensor:
+def clip_variance_penalty(tokens: Tensor, positions: Tensor, num_positions: int, floor: float) -> Tensor:
     """VICReg's variance hinge on what differs between a clip's tokens beyond where they are.
 
     The layer-normed tokens [B, K, D] at `positions` [B, K] (of `num_positions`) lose each clip's mean token, then each
@@ -147,6 +148,8 @@ def check_masks(cfg, fail) -> None:
 def check_clip_variance_weight(v, fail) -> None:
     if v.clip_variance_weight < 0:
         fail("variant.clip_variance_weight", f"is {v.clip_variance_weight}", "use 0 (off) or a positive weight, e.g. 1.0")
+    if not 0.0 < v.clip_variance_floor <= 1.0:
+        fail("variant.clip_variance_floor", f"is {v.clip_variance_floor}", "use a std in (0, 1] (layer-normed tokens have std 1), e.g. 0.5")
 
 
 def token_counts(pairs: list[tuple[Tensor, Tensor]], device: torch.device) -> dict[str, Tensor]:
@@ -230,7 +233,7 @@ class VJEPA(EMATarget, Variant):
             context = modules["encoder"](video, keep=ctx)
             pred = modules["predictor"](context, ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp)))
-            spread.append(clip_variance_penalty(context, ctx, self.grid.num_tokens))
+            spread.append(clip_variance_penalty(context, ctx, self.grid.num_tokens, float(self.cfg.variant.clip_variance_floor)))
         return losses, torch.stack(spread).mean()
 
     def total_loss(self, prediction: Tensor, penalty: Tensor) -> dict[str, Tensor]:
