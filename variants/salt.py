@@ -33,6 +33,7 @@ from variants.vjepa import (
     token_counts,
     token_grid,
     variant_maskers,
+    with_clip_variance,
 )
 
 L1 = 1.0  # latent loss exponent, as V-JEPA
@@ -220,14 +221,13 @@ class SALT(Variant):
         video = batch[self.data_spec.input_key]
         if stage == "teacher":
             losses, counts = self.pixel_losses(modules, video)
-            loss = torch.stack(losses).mean()
+            total = {"loss": torch.stack(losses).mean()}
         elif stage == "student":
-            losses, counts = self.latent_losses(modules, video)
-            loss = torch.stack(losses).mean() + float(self.cfg.variant.clip_variance_weight) * counts["loss_clip_variance"]
+            losses, penalty, counts = self.latent_losses(modules, video)
+            total = with_clip_variance(torch.stack(losses).mean(), penalty, self.cfg.variant)
         else:
             raise ValueError(f"SALT has stages {self.stages}, not {stage!r}")
-        return {"loss": loss, "loss_short": losses[0].detach(), "loss_long": losses[1].detach(),
-                **{k: v.detach() for k, v in counts.items()}}
+        return {**total, "loss_short": losses[0].detach(), "loss_long": losses[1].detach(), **counts}
 
     def pixel_losses(self, modules: nn.ModuleDict, video: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
         """Teacher stage: reconstruct the normalised pixels of masked tubelets from visible ones.
@@ -241,11 +241,11 @@ class SALT(Variant):
             losses.append(masked_pixel_loss(pred, pixels, tgt))
         return losses, token_counts(pairs, video.device)
 
-    def latent_losses(self, modules: nn.ModuleDict, video: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def latent_losses(self, modules: nn.ModuleDict, video: Tensor) -> tuple[list[Tensor], Tensor, dict[str, Tensor]]:
         """Student stage: predict the frozen teacher's layer-normed latents of masked tubelets.
 
-        Returns the loss per mask family, and the token counts the masks left (`token_counts`) with the
-        student's context `clip_variance_penalty` (`loss_clip_variance`, mean over families, with its graph)."""
+        Returns the loss per mask family, the student's context `clip_variance_penalty` (mean over the
+        families) and the token counts the masks left (`token_counts`)."""
         target = self.teacher_targets(modules["teacher"], video)
         losses, spread = [], []
         pairs = draw_masks(self.maskers, video, self.generator)
@@ -254,7 +254,7 @@ class SALT(Variant):
             pred = modules["predictor"](context, ctx, tgt)
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), L1))
             spread.append(clip_variance_penalty(context, ctx, self.grid.num_tokens, float(self.cfg.variant.clip_variance_floor)))
-        return losses, {**token_counts(pairs, video.device), "loss_clip_variance": torch.stack(spread).mean()}
+        return losses, torch.stack(spread).mean(), token_counts(pairs, video.device)
 
     @staticmethod
     def teacher_targets(teacher: nn.Module, video: Tensor) -> Tensor:

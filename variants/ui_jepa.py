@@ -20,14 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from variants.nn.masks import MaskPair
-from variants.nn.vit import TokenGrid, gather_tokens
+from variants.nn.vit import TokenGrid
 from variants.vjepa import (
     VJEPA,
     VJEPAConfig,
     draw_masks,
-    latent_regression_loss,
     token_counts,
     variant_maskers,
+    with_clip_variance,
 )
 
 FAMILIES = ("short", "long", "temporal")
@@ -108,7 +108,7 @@ class UIJEPA(VJEPA):
         target, shares = self.targets(modules, video)
         pairs = draw_masks(self.maskers, video, self.generator)
         losses, penalty = self.masked_losses(modules, video, target, pairs)
-        return {**self.total_loss(torch.stack(losses).mean(), penalty),
+        return {**with_clip_variance(torch.stack(losses).mean(), penalty, self.cfg.variant),
                 **{f"loss_{name}": loss.detach() for name, loss in zip(self.families, losses)}, **shares,
                 **token_counts(pairs, video.device)}
 

@@ -145,6 +145,12 @@ def check_masks(cfg, fail) -> None:
     check_min_context(cfg, fail)
 
 
+def with_clip_variance(prediction: Tensor, penalty: Tensor, v) -> dict[str, Tensor]:
+    """The loss optimised (prediction + `variant.clip_variance_weight` × penalty) and the penalty, logged either way."""
+    weight = float(v.clip_variance_weight)
+    return {"loss": prediction + weight * penalty if weight else prediction, "loss_clip_variance": penalty.detach()}
+
+
 def check_clip_variance_weight(v, fail) -> None:
     if v.clip_variance_weight < 0:
         fail("variant.clip_variance_weight", f"is {v.clip_variance_weight}", "use 0 (off) or a positive weight, e.g. 1.0")
@@ -221,7 +227,7 @@ class VJEPA(EMATarget, Variant):
         target, shares = self.targets(modules, video)
         pairs = draw_masks(self.maskers, video, self.generator)
         losses, penalty = self.masked_losses(modules, video, target, pairs)
-        return {**self.total_loss(torch.stack(losses).mean(), penalty), "loss_short": losses[0].detach(),
+        return {**with_clip_variance(torch.stack(losses).mean(), penalty, self.cfg.variant), "loss_short": losses[0].detach(),
                 "loss_long": losses[1].detach(), **shares, **token_counts(pairs, video.device)}
 
     def masked_losses(self, modules: nn.ModuleDict, video: Tensor, target: Tensor,
@@ -235,11 +241,6 @@ class VJEPA(EMATarget, Variant):
             losses.append(latent_regression_loss(pred, gather_tokens(target, tgt), float(self.cfg.variant.loss_exp)))
             spread.append(clip_variance_penalty(context, ctx, self.grid.num_tokens, float(self.cfg.variant.clip_variance_floor)))
         return losses, torch.stack(spread).mean()
-
-    def total_loss(self, prediction: Tensor, penalty: Tensor) -> dict[str, Tensor]:
-        """The loss optimised (prediction + `variant.clip_variance_weight` × penalty) and the penalty, logged either way."""
-        weight = float(self.cfg.variant.clip_variance_weight)
-        return {"loss": prediction + weight * penalty if weight else prediction, "loss_clip_variance": penalty.detach()}
 
     @torch.no_grad()
     def targets(self, modules: nn.ModuleDict, video: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
